@@ -1,0 +1,242 @@
+"""The `rethink` command: parses arguments, calls one function per subcommand.
+
+Known failures (`RethinkError`) become one line on stderr and exit status 2, like argparse's
+usage errors; `--debug` re-raises them with the traceback. Unexpected exceptions are not
+caught, so a bug never looks like a user error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rethink.errors import RethinkError
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def _decay_per(text: str) -> int | None:
+    """'epoch' (of the actual training set) or a number of training samples."""
+    return None if text == "epoch" else _positive_int(text)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA, else a user cache dir)")
+    p.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE, else ~/.cache/rethink)")
+    p.add_argument("--download", action="store_true", help="download missing official files (online)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rethink",
+        description="Randomization tests of generalization (Zhang et al., ICLR 2017).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for known errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # ---- rethink run
+    r = sub.add_parser("run", help="train one run of a randomization test",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = r.add_argument_group("data and randomization test")
+    g.add_argument("--dataset", default="cifar10", help="cifar10, mnist, folder:PATH or idx:PATH")
+    g.add_argument("--corruption", default="true",
+                   help="true, partial, random-labels, shuffled-pixels, random-pixels, gaussian")
+    g.add_argument("--p", type=float, default=None, help="label corruption probability (partial only)")
+    g.add_argument("--label-noise", default="uniform",
+                   help="partial: 'uniform' over all K classes (paper) or 'incorrect-only'")
+    g.add_argument("--gaussian-stats", default="per-channel", help="per-channel or global")
+    g.add_argument("--corrupt-before-crop", action="store_true",
+                   help="apply pixel tests at full resolution, before the crop")
+    g.add_argument("--train-size", type=_positive_int, default=None, help="stratified training subset")
+    g.add_argument("--test-size", type=_positive_int, default=None, help="stratified test subset")
+    g.add_argument("--input-size", type=_positive_int, default=28, help="centre-crop size")
+    _add_data_args(g)
+
+    g = r.add_argument_group("model and optimization (paper protocol by default)")
+    g.add_argument("--model", default="mlp1x512", help="see `rethink models`")
+    g.add_argument("--lr", type=float, default=None, help="initial learning rate (default: the model's paper value)")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--lr-decay", type=float, default=0.95, help="learning-rate decay factor")
+    g.add_argument("--decay-per", type=_decay_per, default=50_000, metavar="epoch|N",
+                   help="apply the decay per N training samples seen, or per epoch of the actual "
+                        "training set (equal on full CIFAR-10)")
+    g.add_argument("--batch-size", type=_positive_int, default=128)
+    g.add_argument("--weight-decay", type=float, default=0.0, help="L2 coefficient (off by default)")
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout rate (off by default)")
+    g.add_argument("--augment", default="", help="comma list of crop,flip (off by default)")
+    g.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
+
+    g = r.add_argument_group("budget and seeds")
+    g.add_argument("--max-epochs", type=_positive_int, default=100)
+    g.add_argument("--fit-threshold", type=float, default=1.0,
+                   help="full-train accuracy that counts as fitted (steps_to_fit)")
+    g.add_argument("--stop-at-fit", action=argparse.BooleanOptionalAction, default=True,
+                   help="stop training once fitted")
+    for name in ("corruption-seed", "init-seed", "data-seed", "subset-seed"):
+        g.add_argument(f"--{name}", type=_seed, default=0)
+    g.add_argument("--seed", type=_seed, default=None, help="set all four seeds at once")
+    r.add_argument("--out", default="runs", help="output directory (results.sqlite and run folders)")
+    r.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    r.set_defaults(func=cmd_run)
+
+    # ---- rethink models
+    m = sub.add_parser("models", help="list the registered models with their parameter counts")
+    m.set_defaults(func=cmd_models)
+
+    # ---- rethink data check
+    d = sub.add_parser("data", help="dataset utilities")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    c = dsub.add_parser("check", help="verify and describe what is in the data directory")
+    c.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA, else a user cache dir)")
+    c.set_defaults(func=cmd_data_check)
+
+    # ---- rethink runs
+    s = sub.add_parser("runs", help="list the runs stored in an output directory")
+    s.add_argument("--out", default="runs")
+    s.set_defaults(func=cmd_runs)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):  # -> RunConfig
+    from rethink.config import RunConfig
+
+    seeds = {k: getattr(args, k) for k in ("corruption_seed", "init_seed", "data_seed", "subset_seed")}
+    if args.seed is not None:
+        seeds = dict.fromkeys(seeds, args.seed)
+    return RunConfig(
+        dataset=args.dataset,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        input_size=args.input_size,
+        corruption=args.corruption,
+        p=args.p,
+        label_noise=args.label_noise,
+        gaussian_stats=args.gaussian_stats,
+        corrupt_before_crop=args.corrupt_before_crop,
+        model=args.model,
+        dropout=args.dropout,
+        lr=args.lr,
+        momentum=args.momentum,
+        lr_decay=args.lr_decay,
+        decay_samples=args.decay_per,
+        batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
+        augment=tuple(a for a in args.augment.split(",") if a),
+        max_epochs=args.max_epochs,
+        fit_threshold=args.fit_threshold,
+        stop_at_fit=args.stop_at_fit,
+        precision=args.precision,
+        **seeds,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from rethink.train.runner import run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = config_from_args(args).validate()
+    result = run(
+        config,
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        download=args.download,
+    )
+    fit = f"fitted at step {result.steps_to_fit}" if result.steps_to_fit is not None else result.status
+    print(
+        f"done {result.run_id}: {fit}; train acc {100 * result.train_acc:.2f}%, "
+        f"test acc {100 * result.test_acc:.2f}% (best {100 * result.best_test_acc:.2f}%), "
+        f"gap {100 * (result.train_acc - result.test_acc):.2f} points, {result.epochs} epochs, "
+        f"{result.steps} steps, {result.wall_time:.0f}s"
+        + (f" [{result.message}]" if result.message else "")
+    )
+    print(f"results: {args.out}/results.sqlite (run {result.run_id}), files in {args.out}/{result.run_id}/")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rethink.models import count_params, create_model, list_models
+
+    print(f"{'name':<16} {'paper params':>13} {'ours (paper conv.)':>19} {'ours (total)':>13}  description")
+    for info in list_models():
+        model = create_model(info.name)
+        paper = f"{info.paper_params:,}" if info.paper_params else "-"
+        print(
+            f"{info.name:<16} {paper:>13} {count_params(model):>19,} "
+            f"{count_params(model, paper_convention=False):>13,}  {info.description}"
+        )
+    print("counts at 28x28x3 input, 10 classes; paper convention: conv/linear weights and biases")
+    return EXIT_OK
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from rethink.data.sources import check_data_dir
+
+    for line in check_data_dir(args.data_dir):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rethink.store import DB_NAME, Store
+
+    if not (Path(args.out) / DB_NAME).exists():
+        print(f"no results database in {args.out}/")
+        return EXIT_OK
+    with Store(args.out) as store:
+        rows = store.runs()
+    print(f"{'run id':<17} {'status':<11} {'model':<15} {'dataset':<8} {'corruption':<16} "
+          f"{'n':>6} {'train':>7} {'test':>7} {'steps_to_fit':>12}")
+    for r in rows:
+        corruption = r["corruption"] + (f" {r['p']:g}" if r["p"] is not None else "")
+        acc = [f"{100 * r[k]:.2f}" if r[k] is not None else "-" for k in ("train_acc", "test_acc")]
+        print(f"{r['run_id']:<17} {r['status']:<11} {r['model']:<15} {r['dataset']:<8} "
+              f"{corruption:<16} {r['train_size']:>6} {acc[0]:>7} {acc[1]:>7} "
+              f"{r['steps_to_fit'] if r['steps_to_fit'] is not None else '-':>12}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except RethinkError as exc:
+        if args.debug:
+            raise
+        print(f"rethink: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rethink: interrupted; rerun the same command to resume from the last epoch",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""RunConfig: everything that decides what one training run computes, as one frozen dataclass.
+
+The run id is a hash of this config (seeds included), so equal configs share results and a
+rerun resumes or skips instead of starting over. Where the paper is silent the defaults below
+are our choices; the comment on each says which, and every one of them is a field.
+Everything that does not change the numbers (output directory, data directory, progress
+output) stays out of the config and out of the id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rethink.data.corruption import CORRUPTIONS, GAUSSIAN_STATS, LABEL_NOISE_CONVENTIONS
+from rethink.errors import ConfigError
+
+AUGMENTATIONS = ("crop", "flip")
+PRECISIONS = ("fp32", "bf16")
+CIFAR10_TRAIN_SIZE = 50_000  # the paper's epoch, the unit of the default decay schedule
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # data
+    dataset: str = "cifar10"
+    train_size: int | None = None  # stratified, seeded subset of the training set; None = all
+    test_size: int | None = None  # stratified subset of the test set; None = all
+    input_size: int = 28  # the paper's centre crop 32 -> 28 for CIFAR-10
+
+    # the randomization test
+    corruption: str = "true"
+    p: float | None = None  # only for "partial"
+    label_noise: str = "uniform"  # the paper's convention; or "incorrect-only"
+    gaussian_stats: str = "per-channel"  # or "global"
+    corrupt_before_crop: bool = False  # pixel tests after the centre crop unless asked
+
+    # model
+    model: str = "mlp1x512"
+    dropout: float = 0.0
+
+    # optimization: the paper's protocol
+    lr: float | None = None  # None = the model's paper value (0.1 Inception, 0.01 others)
+    momentum: float = 0.9
+    lr_decay: float = 0.95
+    # x0.95 per 50,000 training samples seen, i.e. per CIFAR-10 epoch, so a subset gets the
+    # paper's schedule per step; None = per epoch of the actual (possibly smaller) training set
+    decay_samples: int | None = CIFAR10_TRAIN_SIZE
+    batch_size: int = 128
+    weight_decay: float = 0.0  # explicit regularizers are all off by default (pitfall 6)
+    augment: tuple[str, ...] = ()  # subset of ("crop", "flip")
+
+    # budget and stopping
+    max_epochs: int = 100
+    fit_threshold: float = 1.0  # steps_to_fit: first eval with full-train accuracy >= this
+    stop_at_fit: bool = True
+
+    precision: str = "fp32"
+
+    # independent seeds (pitfall 13): which labels/pixels are randomized, the initial weights,
+    # the data order (and augmentation, dropout); subset_seed picks the --train-size subset,
+    # kept apart so that runs differing in corruption still see the same images
+    corruption_seed: int = 0
+    init_seed: int = 0
+    data_seed: int = 0
+    subset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", tuple(sorted(set(self.augment))))
+
+    # ------------------------------------------------------------------ identity
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(known))}"
+            )
+        values = dict(values)
+        if "augment" in values:
+            values["augment"] = tuple(values["augment"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> RunConfig:
+        """Check every field before any data is touched; raise ConfigError on the first problem."""
+        from rethink.models import get_model_info  # late: models import torch-heavy modules
+
+        _check_choice("corruption", self.corruption, tuple(CORRUPTIONS))
+        _check_choice("label noise", self.label_noise, LABEL_NOISE_CONVENTIONS)
+        _check_choice("gaussian statistics", self.gaussian_stats, GAUSSIAN_STATS)
+        _check_choice("precision", self.precision, PRECISIONS)
+        for name in self.augment:
+            _check_choice("augmentation", name, AUGMENTATIONS)
+        info = get_model_info(self.model)  # unknown model -> ConfigError listing known ones
+
+        if self.corruption == "partial":
+            if self.p is None:
+                raise ConfigError("corruption 'partial' needs a probability", "pass --p, e.g. --p 0.4")
+            if not (isinstance(self.p, (int, float)) and math.isfinite(self.p) and 0 <= self.p <= 1):
+                raise ConfigError(f"p={self.p} is outside [0, 1]", "pass --p between 0 and 1")
+        elif self.p is not None:
+            raise ConfigError(f"--p only applies to 'partial', not {self.corruption!r}", "drop --p")
+
+        for name in ("train_size", "test_size", "decay_samples"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"{name}={value} must be a positive integer", f"fix --{_flag(name)}")
+        for name in ("input_size", "batch_size", "max_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name}={value} must be a positive integer", f"fix --{_flag(name)}")
+        _check_range("lr", self.lr, 0, math.inf, allow_none=True, open_low=True)
+        _check_range("momentum", self.momentum, 0, 1)
+        _check_range("lr_decay", self.lr_decay, 0, 1, open_low=True)
+        _check_range("weight_decay", self.weight_decay, 0, math.inf)
+        _check_range("dropout", self.dropout, 0, 1, open_high=True)
+        _check_range("fit_threshold", self.fit_threshold, 0, 1, open_low=True)
+        if self.dropout > 0 and not info.supports_dropout:
+            raise ConfigError(f"model {self.model!r} has no dropout option", "drop --dropout")
+        for name in ("corruption_seed", "init_seed", "data_seed", "subset_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name}={value} must be a non-negative integer", f"fix --{_flag(name)}")
+        pixel_test = self.corruption in ("shuffled-pixels", "random-pixels", "gaussian")
+        if "crop" in self.augment and pixel_test and not self.corrupt_before_crop:
+            raise ConfigError(
+                f"random-crop augmentation with {self.corruption!r} needs the pixels corrupted "
+                "at full resolution",
+                "add --corrupt-before-crop",
+            )
+        return self
+
+    @property
+    def effective_lr(self) -> float:
+        from rethink.models import get_model_info
+
+        return self.lr if self.lr is not None else get_model_info(self.model).default_lr
+
+
+def lr_at(config: RunConfig, epoch: int, train_size: int) -> float:
+    """Learning rate for the given (0-based) epoch: lr0 * decay^(samples seen / decay period).
+
+    With decay_samples=None the period is one epoch of the actual training set, otherwise it is
+    `decay_samples` training samples (default 50,000: one CIFAR-10 epoch). On the full CIFAR-10
+    training set both are exactly the paper's x0.95 per epoch.
+    """
+    period = config.decay_samples or train_size
+    return config.effective_lr * config.lr_decay ** (epoch * train_size / period)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {what} {value!r}", f"choose one of {', '.join(allowed)}")
+
+
+def _check_range(
+    name: str,
+    value: float | None,
+    low: float,
+    high: float,
+    *,
+    allow_none: bool = False,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and math.isfinite(value) or value == math.inf
+    if ok:
+        ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+    if not ok:
+        lo, hi = ("(" if open_low else "[") + f"{low:g}", f"{high:g}" + (")" if open_high else "]")
+        raise ConfigError(f"{name}={value} is outside {lo}, {hi}", f"fix --{_flag(name)}")

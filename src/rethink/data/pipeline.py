@@ -1,0 +1,158 @@
+"""From a decoded dataset and a RunConfig to the tensors one run trains on (`RunData`).
+
+Order of operations, computed once before training and never redrawn:
+  subset (stratified, subset seed) -> [centre crop, for pixel tests] -> randomization test
+  (corruption seed) -> centre crop + per-image whitening of train and test.
+With random-crop augmentation the training images are also kept at full resolution and each
+batch is cropped, flipped and whitened on the fly, vectorized over the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from rethink.config import RunConfig
+from rethink.data.corruption import PIXEL_CORRUPTIONS, corrupt
+from rethink.data.preprocess import (
+    center_crop,
+    per_image_whitening,
+    prepare,
+    random_crop,
+    random_flip,
+    stratified_subset,
+    to_unit_float,
+)
+from rethink.data.sources import RawDataset
+from rethink.errors import ConfigError
+
+# Random crops shift by up to this many pixels in total per axis: 32 -> 28 on CIFAR-10. When the
+# stored image is no larger than the input, it is zero-padded to make room for the same shifts.
+CROP_SLACK = 4
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything the loop reads. Images are float32 NCHW in the model's memory format."""
+
+    train_x: torch.Tensor  # centre-cropped, whitened: the eval-mode view of the training set
+    train_y: torch.Tensor  # int64, after corruption
+    test_x: torch.Tensor
+    test_y: torch.Tensor  # true labels, always
+    changed: torch.Tensor  # bool: training labels the corruption changed
+    realized_rate: float
+    subset: torch.Tensor  # indices into the source training set
+    classes: tuple[str, ...]
+    input_size: int
+    augment: tuple[str, ...]
+    memory_format: torch.memory_format
+    train_full: torch.Tensor | None  # NHWC, full resolution; only with crop augmentation
+    crop_padding: int
+    corruption_sha256: str  # identifies the corrupted training set (checked on resume)
+    data_hash: str  # the decoded source arrays' hash
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    def train_batch(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The training inputs for indices `idx`, with this run's augmentation applied."""
+        if self.train_full is not None:  # random crop from the full-resolution image
+            x = self.train_full[idx]
+            x = to_unit_float(x) if x.dtype == torch.uint8 else x.permute(0, 3, 1, 2)
+            x = per_image_whitening(random_crop(x, self.input_size, generator, padding=self.crop_padding))
+        else:
+            x = self.train_x[idx]
+        if "flip" in self.augment:
+            x = random_flip(x, generator)
+        return x.contiguous(memory_format=self.memory_format)
+
+
+def build_run_data(
+    config: RunConfig,
+    raw: RawDataset,
+    *,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    device: str | torch.device = "cpu",
+) -> RunData:
+    """Subset, corrupt and preprocess `raw` as `config` says. Pure: same inputs, same tensors."""
+    train_images, train_labels = raw.train_images, raw.train_labels
+    test_images, test_labels = raw.test_images, raw.test_labels
+    subset = torch.arange(len(train_labels))
+    if config.train_size is not None:
+        subset = _subset(train_labels, config.train_size, config.subset_seed, "train", raw.name)
+        train_images, train_labels = train_images[subset], train_labels[subset]
+    if config.test_size is not None:
+        test_idx = _subset(test_labels, config.test_size, config.subset_seed, "test", raw.name)
+        test_images, test_labels = test_images[test_idx], test_labels[test_idx]
+
+    if config.corruption in PIXEL_CORRUPTIONS and not config.corrupt_before_crop:
+        train_images = _center_crop_nhwc(train_images, config.input_size)
+        test_images = _center_crop_nhwc(test_images, config.input_size)
+    data = corrupt(
+        config.corruption,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        num_classes=len(raw.classes),
+        seed=config.corruption_seed,
+        p=config.p,
+        label_noise=config.label_noise,
+        gaussian_stats=config.gaussian_stats,
+    )
+    if int(data.train_labels.max()) >= len(raw.classes) or int(data.train_labels.min()) < 0:
+        raise ConfigError(f"{raw.name}: labels outside 0..{len(raw.classes) - 1}", "check the dataset")
+
+    train_full, padding = None, 0
+    if "crop" in config.augment:
+        train_full = data.train_images.to(device)
+        padding = max(0, math.ceil((config.input_size + CROP_SLACK - train_full.shape[1]) / 2))
+
+    def ready(images: torch.Tensor) -> torch.Tensor:
+        return prepare(images, config.input_size).to(device).contiguous(memory_format=memory_format)
+
+    return RunData(
+        train_x=ready(data.train_images),
+        train_y=data.train_labels.to(device),
+        test_x=ready(data.test_images),
+        test_y=data.test_labels.to(device),
+        changed=data.changed.to(device),
+        realized_rate=data.realized_rate,
+        subset=subset,
+        classes=tuple(raw.classes),
+        input_size=config.input_size,
+        augment=config.augment,
+        memory_format=memory_format,
+        train_full=train_full,
+        crop_padding=padding,
+        corruption_sha256=_sha256(data.train_labels, data.train_images),
+        data_hash=raw.content_hash,
+    )
+
+
+def _subset(labels: torch.Tensor, size: int, seed: int, split: str, name: str) -> torch.Tensor:
+    if size > len(labels):
+        raise ConfigError(
+            f"--{split}-size {size} is larger than the {len(labels)} {split} images of {name}",
+            f"pass at most {len(labels)}",
+        )
+    return stratified_subset(labels, size, seed)
+
+
+def _center_crop_nhwc(images: torch.Tensor, size: int) -> torch.Tensor:
+    return center_crop(images.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
+
+
+def _sha256(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,216 @@
+"""The results store: one SQLite file per output directory, a `runs` and an `epochs` table.
+
+Every write is one transaction and the journal is write-ahead (WAL), so a process killed at
+any moment leaves the database as it was before or after that write, never in between.
+A run's row carries its full config JSON, seeds included, and the software versions that
+produced it; its epochs rows are the learning curve.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rethink.errors import StoreError
+
+DB_NAME = "results.sqlite"
+SCHEMA_VERSION = 1
+
+RUN_STATUSES = ("running", "fitted", "not-fitted", "diverged", "failed")
+FINISHED_STATUSES = ("fitted", "not-fitted", "diverged")
+
+# Per-epoch metrics, in table order. train_* are measured in eval mode over the full training
+# set after the epoch; *_clean / *_corrupted split train accuracy by whether the label changed.
+EPOCH_COLUMNS = (
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "train_acc_clean",
+    "train_acc_corrupted",
+    "test_loss",
+    "test_acc",
+    "best_test_acc",
+    "wall_time",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    dataset TEXT, model TEXT, corruption TEXT, p REAL,
+    train_size INTEGER, test_size INTEGER,
+    realized_rate REAL,
+    data_hash TEXT,
+    epochs INTEGER, steps INTEGER,
+    steps_to_fit INTEGER,
+    train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL, best_test_acc REAL,
+    wall_time REAL,
+    message TEXT,
+    versions TEXT,
+    started_at TEXT, finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    epoch INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    lr REAL, train_loss REAL, train_acc REAL,
+    train_acc_clean REAL, train_acc_corrupted REAL,
+    test_loss REAL, test_acc REAL, best_test_acc REAL, wall_time REAL,
+    PRIMARY KEY (run_id, epoch)
+);
+"""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class Store:
+    """A thin, transactional wrapper over the results database in `out_dir`."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.path = Path(out_dir) / DB_NAME
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            with self.transaction():  # executescript would commit on its own
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot open results database {self.path}: {exc}",
+                "check the output directory is writable, or pass another --out",
+            ) from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"results database {self.path} is busy or read-only: {exc}",
+                             "wait for the other rethink process, or pass another --out") from exc
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self.conn.execute("ROLLBACK")
+                raise StoreError(f"cannot write results database {self.path}: {exc}",
+                                 "check free disk space and permissions") from exc
+
+    # ------------------------------------------------------------------ writes
+
+    def start_run(
+        self,
+        run_id: str,
+        config: dict[str, Any],
+        *,
+        versions: dict[str, Any],
+        realized_rate: float,
+        data_hash: str,
+        train_size: int,
+        test_size: int,
+    ) -> None:
+        """Insert the run as `running`, or mark an existing unfinished row as running again."""
+        with self.transaction() as c:
+            c.execute(
+                """INSERT INTO runs (run_id, config, status, dataset, model, corruption, p,
+                       train_size, test_size, realized_rate, data_hash, versions, started_at)
+                   VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(run_id) DO UPDATE SET status='running', message=NULL,
+                       versions=excluded.versions, data_hash=excluded.data_hash""",
+                (
+                    run_id,
+                    json.dumps(config, sort_keys=True),
+                    config.get("dataset"),
+                    config.get("model"),
+                    config.get("corruption"),
+                    config.get("p"),
+                    train_size,
+                    test_size,
+                    realized_rate,
+                    data_hash,
+                    json.dumps(versions, sort_keys=True),
+                    _now(),
+                ),
+            )
+
+    def write_epoch(self, run_id: str, row: dict[str, Any]) -> None:
+        with self.transaction() as c:
+            self._insert_epochs(c, run_id, [row])
+
+    def replace_epochs(self, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Make the epochs table hold exactly `rows` for this run (used on resume)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+            self._insert_epochs(c, run_id, rows)
+
+    @staticmethod
+    def _insert_epochs(c: sqlite3.Connection, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        columns = ", ".join(EPOCH_COLUMNS)
+        marks = ", ".join("?" for _ in EPOCH_COLUMNS)
+        c.executemany(
+            f"INSERT OR REPLACE INTO epochs (run_id, {columns}) VALUES (?, {marks})",
+            [(run_id, *(row.get(k) for k in EPOCH_COLUMNS)) for row in rows],
+        )
+
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        keys = ("epochs", "steps", "steps_to_fit", "train_loss", "train_acc", "test_loss",
+                "test_acc", "best_test_acc", "wall_time", "message")
+        with self.transaction() as c:
+            c.execute(
+                f"UPDATE runs SET status = ?, {', '.join(f'{k} = ?' for k in keys)}, "
+                "finished_at = ? WHERE run_id = ?",
+                (status, *(summary.get(k) for k in keys), _now(), run_id),
+            )
+
+    # ------------------------------------------------------------------ reads
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def runs(self, **where: Any) -> list[dict[str, Any]]:
+        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+        rows = self.conn.execute(
+            f"SELECT * FROM runs WHERE {clause} ORDER BY started_at", tuple(where.values())
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def epochs(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,)
+        ).fetchall()
+        return [dict(r) for r in rows]

@@ -1,0 +1,144 @@
+"""One run end to end: validate -> load data -> corrupt -> fit -> store.
+
+Nothing is written before the config and the data have been checked, so bad input leaves the
+output directory as it was. A run whose id is already stored as finished is skipped; one that
+was interrupted resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import rethink
+from rethink.config import RunConfig
+from rethink.data.pipeline import RunData, build_run_data
+from rethink.data.sources import load_dataset
+from rethink.models import get_model_info
+from rethink.store import DB_NAME, FINISHED_STATUSES, Store
+from rethink.train.loop import RunResult, fit
+
+
+def software_versions() -> dict[str, Any]:
+    """What produced a result: stored with every run."""
+    return {
+        "rethink": rethink.__version__,
+        "git_commit": _git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(rethink.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def stored_result(store: Store, run_id: str) -> RunResult | None:
+    """The stored result of a finished run, or None if it has not finished."""
+    row = store.get_run(run_id)
+    if row is None or row["status"] not in FINISHED_STATUSES:
+        return None
+    fields = RunResult.__dataclass_fields__
+    return RunResult(**{k: row[k] if k != "message" else row[k] or "" for k in fields})
+
+
+def run(
+    config: RunConfig,
+    *,
+    out_dir: str | Path = "runs",
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    download: bool = False,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Run `config` to completion (or return its stored result) and return the summary."""
+    config.validate()
+    out_dir = Path(out_dir)
+    run_id = config.run_id
+    if (out_dir / DB_NAME).exists():
+        with Store(out_dir) as store:
+            done = stored_result(store, run_id)
+        if done is not None:
+            log(f"run {run_id} already finished ({done.status}); skipping")
+            return done
+
+    raw = load_dataset(config.dataset, data_dir, download=download, cache_dir=cache_dir)
+    fmt = torch.channels_last if get_model_info(config.model).is_conv else torch.contiguous_format
+    data = build_run_data(config, raw, memory_format=fmt, device=device)
+    log(_describe(config, data))
+
+    run_dir = out_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_run_files(run_dir, config, data)
+    with Store(out_dir) as store:
+        store.start_run(
+            run_id,
+            config.to_dict(),
+            versions=software_versions(),
+            realized_rate=data.realized_rate,
+            data_hash=data.data_hash,
+            train_size=len(data.train_y),
+            test_size=len(data.test_y),
+        )
+        return fit(config, data, store, run_dir, log=log)
+
+
+def _write_run_files(run_dir: Path, config: RunConfig, data: RunData) -> None:
+    """config.json and the corruption record (mask, labels, subset) beside the checkpoint."""
+    _atomic_write(run_dir / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True).encode())
+    path = run_dir / "corruption.npz"
+    tmp = run_dir / "corruption.tmp.npz"
+    np.savez_compressed(
+        tmp,
+        changed=data.changed.cpu().numpy(),
+        train_labels=data.train_y.cpu().numpy(),
+        subset=data.subset.numpy(),
+        realized_rate=np.float64(data.realized_rate),
+    )
+    os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def _describe(config: RunConfig, data: RunData) -> str:
+    what = config.corruption + (f" p={config.p:g}" if config.p is not None else "")
+    regs = [f"wd={config.weight_decay:g}"] if config.weight_decay else []
+    regs += [f"aug={'+'.join(config.augment)}"] if config.augment else []
+    regs += [f"dropout={config.dropout:g}"] if config.dropout else []
+    return (
+        f"run {config.run_id}: {config.model} on {config.dataset} "
+        f"({len(data.train_y)} train / {len(data.test_y)} test, {data.in_shape[1]}x{data.in_shape[2]}"
+        f"x{data.in_shape[0]}), {what}, changed labels {100 * data.realized_rate:.1f}%, "
+        f"lr {config.effective_lr:g}, batch {config.batch_size}, {config.precision}, "
+        f"regularizers: {', '.join(regs) or 'none'}"
+    )
