@@ -92,7 +92,7 @@ class Store:
                 self.conn.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(
                 f"cannot open results database {self.path}: {exc}",
                 "check the output directory is writable, or pass another --out",

@@ -1,0 +1,35 @@
+# The two README commands: `make demo` (install + the main job) and `make test` (install + tests).
+# They create .venv with the CPU build of torch pinned below; on a GPU machine pass e.g.
+# `make demo TORCH_SPEC=torch` to take your platform's default build instead.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+# Datasets: $RETHINK_DATA if set, else the shared offline copies beside this checkout.
+export RETHINK_DATA ?= $(firstword $(wildcard ../shared/data) $(HOME)/.cache/rethink/data)
+OUT ?= runs
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# The main job: MLP 1x512 memorizes random labels on 10,000 real CIFAR-10 images.
+demo: install
+	$(BIN)/rethink run --dataset cifar10 --model mlp1x512 --corruption random-labels \
+		--train-size 10000 --max-epochs 60 --out $(OUT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
