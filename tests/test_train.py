@@ -1,0 +1,156 @@
+"""The training loop end to end on small synthetic data: fit, steps_to_fit, resume, divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rethink.config import RunConfig
+from rethink.data.pipeline import build_run_data
+from rethink.data.sources import RawDataset
+from rethink.store import Store
+from rethink.train.checkpoint import load_checkpoint
+from rethink.train.loop import fit
+from rethink.train.runner import run
+
+CLASSES = tuple(f"c{i}" for i in range(10))
+
+
+def make_raw(n_train: int = 200, n_test: int = 100, size: int = 10, seed: int = 0) -> RawDataset:
+    """Ten classes of 10x10 RGB images, each class a noisy version of its own template."""
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.randint(0, 256, (10, size, size, 3), generator=g).float()
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % 10
+        noise = torch.randn(n, size, size, 3, generator=g) * 30
+        return (templates[labels] + noise).clamp(0, 255).to(torch.uint8), labels
+
+    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
+    return RawDataset(name="synthetic", train_images=xtr, train_labels=ytr, test_images=xte,
+                      test_labels=yte, classes=CLASSES, source_hash="s", content_hash="c",
+                      description="synthetic test data")
+
+
+SMALL = dict(dataset="synthetic", input_size=8, batch_size=32, lr=0.05, max_epochs=30)
+
+
+def _fit(config: RunConfig, tmp_path, raw=None, log=lambda s: None):
+    raw = raw or make_raw()
+    data = build_run_data(config, raw)
+    run_dir = tmp_path / config.run_id
+    with Store(tmp_path) as store:
+        store.start_run(config.run_id, config.to_dict(), versions={}, realized_rate=data.realized_rate,
+                        data_hash="c", train_size=len(data.train_y), test_size=len(data.test_y))
+        result = fit(config, data, store, run_dir, log=log)
+        return result, store.epochs(config.run_id), store.get_run(config.run_id), data
+
+
+def test_true_labels_fit_and_generalize(tmp_path):
+    result, epochs, row, _ = _fit(RunConfig(**SMALL), tmp_path)
+    assert result.status == "fitted" and row["status"] == "fitted"
+    assert result.train_acc == 1.0 and result.test_acc > 0.8
+    assert result.steps_to_fit == epochs[-1]["step"] == result.steps
+    assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))
+    # steps: ceil(200 / 32) = 7 per epoch
+    assert all(e["step"] == 7 * e["epoch"] for e in epochs)
+    assert epochs[-1]["best_test_acc"] == max(e["test_acc"] for e in epochs)
+
+
+def test_random_labels_are_memorized_and_really_reach_the_batches(tmp_path):
+    config = RunConfig(**{**SMALL, "max_epochs": 200, "lr": 0.1}, corruption="random-labels")
+    result, _, row, data = _fit(config, tmp_path)
+    assert result.status == "fitted" and result.train_acc == 1.0
+    assert row["realized_rate"] == pytest.approx(data.realized_rate) and data.realized_rate > 0.7
+    # the network fits the random labels, so on the TRUE training labels it is near chance
+    raw = make_raw()
+    state = load_checkpoint(tmp_path / config.run_id / "checkpoint.pt", config.run_id)
+    from rethink.models import create_model
+
+    model = create_model("mlp1x512", in_shape=(3, 8, 8))
+    model.load_state_dict(state["model"])
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.train_x).argmax(1)
+    assert (pred == data.train_y).all()
+    assert (pred == raw.train_labels).float().mean() < 0.35
+    assert 0.0 <= result.test_acc < 0.3  # test labels stay true: chance-level
+
+
+def test_partial_corruption_records_clean_and_corrupted_accuracy(tmp_path):
+    config = RunConfig(**{**SMALL, "max_epochs": 3}, corruption="partial", p=0.5)
+    _, epochs, _, data = _fit(config, tmp_path)
+    assert 0.2 < data.realized_rate < 0.7
+    for e in epochs:
+        assert e["train_acc_clean"] is not None and e["train_acc_corrupted"] is not None
+        n_bad = int(data.changed.sum())
+        n = len(data.changed)
+        mixed = (e["train_acc_clean"] * (n - n_bad) + e["train_acc_corrupted"] * n_bad) / n
+        assert mixed == pytest.approx(e["train_acc"])
+
+
+def test_budget_exhausted_is_stored_as_not_fitted(tmp_path):
+    config = RunConfig(**{**SMALL, "max_epochs": 1}, corruption="random-labels")
+    result, epochs, row, _ = _fit(config, tmp_path)
+    assert result.status == row["status"] == "not-fitted"
+    assert result.steps_to_fit is None and len(epochs) == 1
+
+
+def test_divergence_stops_the_run_with_status_diverged(tmp_path):
+    config = RunConfig(**{**SMALL, "lr": 1e12, "max_epochs": 5})
+    result, _, row, _ = _fit(config, tmp_path)
+    assert result.status == row["status"] == "diverged"
+    assert "step" in result.message
+
+
+def test_killed_run_resumes_to_identical_results(tmp_path):
+    config = RunConfig(**{**SMALL, "max_epochs": 6, "stop_at_fit": False}, corruption="partial",
+                       p=0.3, augment=("crop", "flip"))
+    _, reference, _, _ = _fit(config, tmp_path / "a")
+    ref_state = load_checkpoint(tmp_path / "a" / config.run_id / "checkpoint.pt", config.run_id)
+
+    class Kill(Exception):
+        pass
+
+    def kill_after_epoch_3(line: str) -> None:
+        if line.startswith("epoch   3/"):
+            raise Kill
+
+    with pytest.raises(Kill):
+        _fit(config, tmp_path / "b", log=kill_after_epoch_3)
+    lines: list[str] = []
+    _, resumed, row, _ = _fit(config, tmp_path / "b", log=lines.append)
+    assert lines[0].startswith(f"resuming run {config.run_id} after epoch 3")
+    assert row["status"] == "not-fitted"
+    strip = [{k: v for k, v in e.items() if k != "wall_time"} for e in reference]
+    assert [{k: v for k, v in e.items() if k != "wall_time"} for e in resumed] == strip
+    state = load_checkpoint(tmp_path / "b" / config.run_id / "checkpoint.pt", config.run_id)
+    for name, tensor in ref_state["model"].items():
+        assert torch.equal(tensor, state["model"][name]), name
+
+
+def test_runner_skips_finished_runs_and_writes_run_files(tmp_path, monkeypatch):
+    raw = make_raw()
+    monkeypatch.setattr("rethink.train.runner.load_dataset", lambda *a, **k: raw)
+    config = RunConfig(**{**SMALL, "max_epochs": 2})
+    first = run(config, out_dir=tmp_path, log=lambda s: None)
+    assert (tmp_path / config.run_id / "config.json").exists()
+    assert (tmp_path / config.run_id / "corruption.npz").exists()
+    lines: list[str] = []
+    second = run(config, out_dir=tmp_path, log=lines.append)
+    assert "already finished" in lines[0]
+    assert second.train_acc == first.train_acc and second.steps == first.steps
+    with Store(tmp_path) as store:
+        assert len(store.runs()) == 1 and len(store.epochs(config.run_id)) == 2
+        versions = store.get_run(config.run_id)["versions"]
+        assert "torch" in versions
+
+
+@pytest.mark.parametrize("model", ["alexnet", "inception", "inception-nobn", "mlp3x512"])
+def test_every_model_trains_a_step_in_both_precisions(tmp_path, model):
+    raw = make_raw(n_train=40, n_test=20, size=30)
+    for precision in ("fp32", "bf16"):
+        config = RunConfig(dataset="synthetic", model=model, input_size=28, batch_size=20,
+                           max_epochs=1, precision=precision, augment=("crop",))
+        result, _, _, _ = _fit(config, tmp_path / precision, raw=raw)
+        assert result.status in ("fitted", "not-fitted") and result.steps == 2
