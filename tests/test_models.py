@@ -1,0 +1,354 @@
+"""The model registry and the paper's five CIFAR10 models, checked against the paper's facts.
+
+Every registered model gets the same checks (parametrized over `list_models()`, timm style):
+the paper's Table 1 parameter count, forward/backward in NCHW, channels_last and bf16 autocast,
+MNIST-shaped input, deterministic init and dropout behaviour.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rethink.errors import ConfigError
+from rethink.models import (
+    LocalResponseNorm,
+    count_params,
+    create_model,
+    get_model_info,
+    list_models,
+    register_model,
+)
+from rethink.models import registry as registry_module
+from rethink.models.alexnet import AlexNet, MaxPool2dSame, same_pads
+from rethink.models.inception import DownsampleModule
+from rethink.models.lrn import from_tf_lrn
+
+MODELS = [info.name for info in list_models()]
+CONV_MODELS = [info.name for info in list_models() if info.is_conv]
+
+# Table 1 of the paper, at 28x28x3 input and 10 classes.
+PAPER_COUNTS = {
+    "mlp1x512": 1_209_866,
+    "mlp3x512": 1_735_178,
+    "alexnet": 1_387_786,
+    "inception": 1_649_402,
+    "inception-nobn": 1_649_402,
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """A private copy of the registry, so test registrations don't leak into other tests."""
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, *, bf16: bool = False) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model(x)
+    loss = F.cross_entropy(out.to(x.dtype), torch.arange(len(x)) % 10)
+    loss.backward()
+    return out
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+def test_registry_holds_exactly_the_paper_models():
+    assert sorted(MODELS) == sorted(PAPER_COUNTS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_paper_parameter_count(name):
+    model = create_model(name, in_shape=(3, 28, 28), num_classes=10)
+    assert get_model_info(name).paper_params == PAPER_COUNTS[name]
+    assert count_params(model) == PAPER_COUNTS[name]
+    assert count_params(model, paper_convention=False) == PAPER_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_info_is_consistent(name):
+    info = get_model_info(name)
+    assert info.name == name
+    assert info.description and "\n" not in info.description
+    assert info.default_lr == (0.1 if name.startswith("inception") else 0.01)
+    assert info.is_conv == (not name.startswith("mlp"))
+
+
+def test_count_params_paper_convention_skips_batch_norm_scale_and_shift():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 2))
+    conv_linear = (8 * 3 * 9 + 8) + (8 * 2 + 2)
+    assert count_params(model) == conv_linear
+    assert count_params(model, paper_convention=False) == conv_linear + 2 * 8
+
+
+def test_unknown_model_lists_known_names_on_one_line():
+    with pytest.raises(ConfigError) as excinfo:
+        create_model("resnet18")
+    message = str(excinfo.value)
+    assert "resnet18" in message and "\n" not in message
+    for name in MODELS:
+        assert name in message
+    with pytest.raises(ConfigError):
+        get_model_info("resnet18")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"in_shape": (28, 28)}, {"in_shape": (3, 0, 28)}, {"num_classes": 0}, {"dropout": 1.0}],
+)
+def test_bad_arguments_raise_config_error(kwargs):
+    with pytest.raises(ConfigError):
+        create_model("mlp1x512", **kwargs)
+
+
+def test_register_your_own_model(scratch_registry):
+    @register_model("tiny-cnn", description="one conv and a linear head", is_conv=True)
+    def tiny_cnn(*, in_shape, num_classes):
+        c, h, w = in_shape
+        conv = nn.Conv2d(c, 4, 3, padding=1)
+        return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(4 * h * w, num_classes))
+
+    assert "tiny-cnn" in [info.name for info in list_models()]
+    assert [info.name for info in list_models("tiny-*")] == ["tiny-cnn"]
+    info = get_model_info("tiny-cnn")
+    assert info.paper_params is None and info.default_lr == 0.01 and not info.supports_dropout
+    model = create_model("tiny-cnn", in_shape=(1, 8, 8), num_classes=3)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="dropout"):
+        create_model("tiny-cnn", dropout=0.5)
+    with pytest.warns(UserWarning, match="twice"):
+        register_model("tiny-cnn")(tiny_cnn)
+
+
+def test_list_models_pattern():
+    assert [i.name for i in list_models("inception*")] == ["inception", "inception-nobn"]
+    assert [i.name for i in list_models("mlp*")] == ["mlp1x512", "mlp3x512"]
+
+
+# --- forward / backward for every model ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward(name):
+    model = create_model(name)
+    out = _train_step(model, torch.randn(4, 3, 28, 28))
+    assert out.shape == (4, 10) and out.dtype == torch.float32
+    for p in model.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("name", CONV_MODELS)
+def test_channels_last_matches_nchw(name):
+    # float64: in float32 the two layouts' rounding differs by ~1e-6, enough to flip the argmax
+    # of an occasional near-tie in a max-pool window and move that gradient elsewhere.
+    model = create_model(name, in_shape=(3, 16, 16)).double()  # 16 -> 8 -> 4: same paddings
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    ref = _train_step(model, x)
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model = model.to(memory_format=torch.channels_last)
+    out = _train_step(model, x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref)
+    for p, g in zip(model.parameters(), ref_grads, strict=True):
+        torch.testing.assert_close(p.grad, g, atol=1e-10, rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bf16_autocast(name):
+    model = create_model(name)
+    if get_model_info(name).is_conv:
+        model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 28, 28).contiguous(memory_format=torch.channels_last)
+    out = _train_step(model, x, bf16=True)
+    assert out.shape == (4, 10) and out.dtype == torch.bfloat16
+    for p in model.parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32
+        assert torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("in_shape", [(1, 28, 28), (3, 32, 32), (3, 13, 17)])
+def test_other_input_shapes(name, in_shape):
+    model = create_model(name, in_shape=in_shape, num_classes=7)
+    out = _train_step(model, torch.randn(2, *in_shape))
+    assert out.shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_init_is_deterministic_given_the_seed(name):
+    torch.manual_seed(123)
+    a = create_model(name).state_dict()
+    torch.manual_seed(123)
+    b = create_model(name).state_dict()
+    torch.manual_seed(124)
+    c = create_model(name).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dropout(name):
+    assert get_model_info(name).supports_dropout
+    x = torch.randn(8, 3, 28, 28)
+    plain = create_model(name)
+    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())
+    model = create_model(name, dropout=0.5)
+    assert any(isinstance(m, nn.Dropout) and m.p == 0.5 for m in model.modules())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))  # eval: dropout off, deterministic
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))  # train: a fresh mask per call
+    assert count_params(model) == PAPER_COUNTS[name]
+
+
+# --- AlexNet ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 6, 7, 13, 14, 15, 28, 32])
+def test_same_max_pool_matches_tensorflow_padding(size):
+    x = torch.randn(2, 3, size, size + 1)
+    oh, top, bottom = same_pads(size, 3, 2)
+    ow, left, right = same_pads(size + 1, 3, 2)
+    ref = F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), 3, 2)
+    out = MaxPool2dSame(3, 2)(x)
+    assert out.shape == (2, 3, oh, ow) == ref.shape
+    assert torch.equal(out, ref)
+
+
+def test_same_pads_are_tensorflows():
+    assert same_pads(28, 3, 2) == (14, 0, 1)
+    assert same_pads(14, 3, 2) == (7, 0, 1)
+    assert same_pads(7, 3, 2) == (4, 1, 1)
+    assert same_pads(28, 5, 1) == (28, 2, 2)
+
+
+def test_alexnet_layers_and_pool_relu_order():
+    model = create_model("alexnet")
+    assert model.classifier[1].in_features == 7 * 7 * 64
+    lrns = [m for m in model.modules() if isinstance(m, LocalResponseNorm)]
+    assert len(lrns) == 2
+    assert from_tf_lrn(depth_radius=4, bias=1.0, alpha=0.001 / 9, beta=0.75) == {
+        "size": 9,
+        "alpha": pytest.approx(0.001),
+        "beta": 0.75,
+        "k": 1.0,
+    }
+    lrn = lrns[0]
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (9, pytest.approx(1e-3), 0.75, 1.0)
+
+    # The model pools before its ReLU; check that equals the paper's conv -> ReLU -> pool -> LRN,
+    # forward and backward, against stock torch modules.
+    x = torch.randn(3, 3, 28, 28) * 20  # large enough that the LRN does something
+    stock = nn.LocalResponseNorm(9, 0.001, 0.75, 1.0)
+    pool = MaxPool2dSame(3, 2)
+    conv1, conv2 = model.features[0], model.features[4]
+
+    def reference(x):
+        x = stock(pool(F.relu(conv1(x))))  # (N, 64, 14, 14)
+        x = stock(pool(F.relu(conv2(x))))  # (N, 64, 7, 7)
+        return model.classifier(x)
+
+    out = model(x)
+    torch.testing.assert_close(out, reference(x), atol=1e-5, rtol=1e-5)
+    g_model = torch.autograd.grad(out.sum(), list(model.parameters()))
+    g_ref = torch.autograd.grad(reference(x).sum(), list(model.parameters()))
+    for a, b in zip(g_model, g_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_alexnet_with_stock_lrn_has_the_same_count():
+    assert count_params(AlexNet(lrn_impl=nn.LocalResponseNorm)) == PAPER_COUNTS["alexnet"]
+
+
+# --- fast LRN -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    "shape,size",
+    [
+        ((4, 64, 7, 7), 9),
+        ((2, 5, 6, 3), 9),
+        ((3, 16, 5, 5), 4),
+        ((2, 12, 4, 4), 1),
+        ((2, 16, 9), 5),
+    ],
+)
+def test_fast_lrn_matches_stock(shape, size, channels_last):
+    if channels_last and len(shape) != 4:
+        pytest.skip("channels_last needs 4-d input")
+    x = torch.randn(shape) * 10
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    grad = torch.randn(shape)
+    kwargs = {"size": size, "alpha": 0.5, "beta": 0.75, "k": 1.0}
+    ref = nn.LocalResponseNorm(**kwargs)(x)
+    out = LocalResponseNorm(**kwargs)(x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    (g_ref,) = torch.autograd.grad(ref, x, grad)
+    (g_out,) = torch.autograd.grad(out, x, grad)
+    torch.testing.assert_close(g_out, g_ref, atol=1e-5, rtol=1e-5)
+    if channels_last:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_lrn_bf16_rounds_only_the_output():
+    x = (torch.randn(2, 64, 5, 5) * 30).requires_grad_()
+    ref = nn.LocalResponseNorm(9, 0.001, 0.75, 1.0)(x)
+    out = LocalResponseNorm(9, 0.001, 0.75, 1.0)(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=0, rtol=2**-7)  # ~ one bf16 rounding
+    out.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# --- Inception ----------------------------------------------------------------------------
+
+
+def test_inception_batch_norm_has_no_learnable_parameters():
+    model = create_model("inception")
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(bns) == 1 + 2 * 8 + 2  # stem + 2 per Inception module + 1 per Downsample
+    assert all(not bn.affine and not list(bn.parameters()) for bn in bns)
+
+
+def test_inception_nobn_has_no_batch_norm():
+    model = create_model("inception-nobn")
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def test_inception_shapes_follow_figure_3():
+    model = create_model("inception")
+    sizes = []
+    x = torch.randn(1, 3, 28, 28)
+    model.eval()
+    with torch.no_grad():
+        for block in model.features:
+            x = block(x)
+            sizes.append((x.shape[1], x.shape[2]))
+    assert sizes == [
+        (96, 28), (64, 28), (80, 28), (160, 14), (160, 14), (160, 14), (160, 14), (144, 14),
+        (240, 7), (336, 7), (336, 7),
+    ]  # fmt: skip
+
+
+def test_downsample_conv_uses_tensorflow_same_padding():
+    block = DownsampleModule(2, 4, bn=False)
+    x = torch.randn(1, 2, 14, 14)
+    conv = block.conv.conv
+    ref = F.relu(F.conv2d(F.pad(x, (0, 1, 0, 1)), conv.weight, conv.bias, stride=2))
+    out = block(x)
+    assert out.shape == (1, 6, 7, 7)
+    torch.testing.assert_close(out[:, :4], ref)
+    torch.testing.assert_close(out[:, 4:], MaxPool2dSame(3, 2)(x))
