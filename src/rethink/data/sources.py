@@ -1,0 +1,1067 @@
+"""Dataset sources: one registry from a name to a loader that finds, verifies and decodes files.
+
+Names: `cifar10`, `mnist`, `folder:PATH` (an image-folder tree or tarball laid out
+`{train,test}/<class>/<image>`) and `idx:PATH` (a directory of IDX files). `load_dataset`
+returns uint8 NHWC tensors, decoded once and then served from `rethink.data.cache`.
+
+CIFAR-10 comes either as the official pickled batches (read by a restricted unpickler that
+admits numpy arrays and nothing else) or as an image folder of JPEGs (lossy; see
+shared/data/README.md). The official form wins when both are present.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import importlib
+import io
+import lzma
+import os
+import pickle
+import re
+import struct
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image
+
+from rethink.data import cache
+from rethink.errors import ConfigError, DataError
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+# stem -> (md5 of the official .gz, md5 of the uncompressed IDX bytes). Copies re-compressed
+# with other settings (like shared/data/mnist) match only the second; both are accepted.
+MNIST_FILES = {
+    "train-images-idx3-ubyte": (
+        "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "6bbc9ace898e44ae57da46a324031adb",
+    ),
+    "train-labels-idx1-ubyte": (
+        "d53e105ee54ea40749a09fcbcd1e9432",
+        "a25bea736e30d166cdddb491f175f624",
+    ),
+    "t10k-images-idx3-ubyte": (
+        "9fb629c4189551a2d022fa330f9573f3",
+        "2646ac647ad5339dbf082846283269ea",
+    ),
+    "t10k-labels-idx1-ubyte": (
+        "ec29112dd5afa0611ce80d1b7f02629c",
+        "27ae3e4e09519cfbb04c329615203637",
+    ),
+}
+
+_SPLITS = ("train", "test")
+_POOL_MIN_IMAGES = 4096  # below this, starting worker processes costs more than it saves
+_POOL_MAX_WORKERS = 4
+
+Arrays = dict[str, np.ndarray]  # the four arrays named in cache.ARRAY_NAMES
+
+
+# ---------------------------------------------------------------------------- the dataset
+
+
+@dataclass(frozen=True, eq=False)
+class RawDataset:
+    """A decoded dataset: uint8 NHWC images, int64 labels, in the source's own order."""
+
+    name: str
+    train_images: torch.Tensor  # uint8 (N, H, W, C)
+    train_labels: torch.Tensor  # int64 (N,)
+    test_images: torch.Tensor  # uint8 (M, H, W, C)
+    test_labels: torch.Tensor  # int64 (M,)
+    classes: tuple[str, ...]  # official names and order; label i is classes[i]
+    source_hash: str  # sha256 identifying the source files
+    content_hash: str  # sha256 of the decoded arrays, so a decoder change is noticed
+    description: str  # one line: which files, exact or lossy
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (
+            f"RawDataset({self.name!r}, train={tuple(self.train_images.shape)}, "
+            f"test={tuple(self.test_images.shape)}, classes={len(self.classes)}, "
+            f"content_hash={self.content_hash[:12]}...)"
+        )
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rethink"
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """`data_dir`, else $RETHINK_DATA, else `$XDG_CACHE_HOME/rethink/data` (~/.cache/...)."""
+    chosen = data_dir or os.environ.get("RETHINK_DATA") or _cache_home() / "data"
+    return Path(chosen).expanduser()
+
+
+def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """`cache_dir`, else $RETHINK_CACHE, else `$XDG_CACHE_HOME/rethink/arrays`.
+
+    Separate from the data dir because data dirs may be read-only (like shared/data).
+    """
+    chosen = cache_dir or os.environ.get("RETHINK_CACHE") or _cache_home() / "arrays"
+    return Path(chosen).expanduser()
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Located:
+    """What a loader found: the files identifying the source, and how to decode them."""
+
+    name: str  # the dataset's recorded name, e.g. "cifar10" or "folder:/abs/path"
+    files: tuple[Path, ...]  # hashed to key the cache
+    root: Path  # `files` are named relative to it in the source hash
+    decode: Callable[[], tuple[Arrays, tuple[str, ...]]]
+    description: str
+
+
+# A loader takes (argument after the prefix or "", data dir, download) and returns Located.
+Loader = Callable[[str, Path, bool], Located]
+_SOURCES: dict[str, Loader] = {}
+
+
+def register_source(name: str) -> Callable[[Loader], Loader]:
+    """File a loader under `name`; a name ending in ':' is a prefix taking a path argument."""
+
+    def deco(fn: Loader) -> Loader:
+        if name in _SOURCES:
+            raise ValueError(f"dataset source {name!r} registered twice")
+        _SOURCES[name] = fn
+        return fn
+
+    return deco
+
+
+def list_sources() -> list[str]:
+    """Registered names; prefix sources are shown with their argument, e.g. 'folder:PATH'."""
+    return [n + "PATH" if n.endswith(":") else n for n in _SOURCES]
+
+
+def _lookup(name: str) -> tuple[Loader, str]:
+    prefix, sep, arg = name.partition(":")
+    key = prefix.lower() + sep
+    if sep and key in _SOURCES:
+        if not arg:
+            raise ConfigError(f"dataset {name!r} has no path", f"write it as {key}PATH")
+        return _SOURCES[key], arg
+    if not sep and key in _SOURCES:
+        return _SOURCES[key], ""
+    raise ConfigError(f"unknown dataset {name!r}", f"known: {', '.join(list_sources())}")
+
+
+# ---------------------------------------------------------------------------- load
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = False,
+    cache_dir: str | Path | None = None,
+    verify: bool = False,
+) -> RawDataset:
+    """Find, verify and decode dataset `name`, or load it from the array cache.
+
+    `verify` also re-hashes cached arrays against their recorded content hash (~0.15 s for
+    CIFAR-10); cache entries are always checked for format, shapes and sizes.
+    """
+    loader, arg = _lookup(name)
+    data_dir = resolve_data_dir(data_dir)
+    cache_dir = resolve_cache_dir(cache_dir)
+    loc = loader(arg, data_dir, download)
+    try:
+        hashes = cache.file_hashes(loc.files, cache_dir)
+    except OSError as e:
+        raise DataError(
+            f"{loc.name}: cannot read {e.filename}: {e.strerror}", "check permissions"
+        ) from e
+    _check_sha256sums(loc.name, hashes)
+    src_hash = cache.source_hash(hashes, loc.root)
+    hit = cache.load_entry(cache_dir, loc.name, src_hash, verify=verify)
+    if hit is None:
+        arrays, classes = loc.decode()
+        _check_arrays(loc.name, arrays, classes)
+        manifest = cache.save_entry(
+            cache_dir,
+            loc.name,
+            src_hash,
+            arrays,
+            classes=classes,
+            description=loc.description,
+            extra={"decoder": {"numpy": np.__version__, "pillow": PIL.__version__}},
+        )
+    else:
+        arrays, manifest = hit
+    return RawDataset(
+        name=loc.name,
+        train_images=_tensor(arrays["train_images"]),
+        train_labels=_tensor(arrays["train_labels"]),
+        test_images=_tensor(arrays["test_images"]),
+        test_labels=_tensor(arrays["test_labels"]),
+        classes=tuple(manifest["classes"]),
+        source_hash=src_hash,
+        content_hash=manifest["content_sha256"],
+        description=manifest["description"],
+    )
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    # decoders may return views of read-only bytes; tensors must own writable memory
+    return torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else a.copy())
+
+
+def _check_arrays(name: str, a: Arrays, classes: tuple[str, ...]) -> None:
+    """Decoders promise uint8 NHWC images and int64 labels in range; a bug must not be cached."""
+    for split in _SPLITS:
+        x, y = a[f"{split}_images"], a[f"{split}_labels"]
+        if x.dtype != np.uint8 or x.ndim != 4 or y.dtype != np.int64 or y.shape != x.shape[:1]:
+            raise DataError(f"{name}: decoded {split} arrays are malformed", "report this as a bug")
+        if len(y) == 0:
+            raise DataError(f"{name}: the {split} split is empty", "add images to it")
+        if y.min() < 0 or y.max() >= len(classes):
+            raise DataError(
+                f"{name}: {split} labels outside 0..{len(classes) - 1}", "check the files"
+            )
+    if a["train_images"].shape[1:] != a["test_images"].shape[1:]:
+        raise DataError(
+            f"{name}: train images are {a['train_images'].shape[1:]} but test images are "
+            f"{a['test_images'].shape[1:]}",
+            "make both splits the same size",
+        )
+
+
+def _read_sha256sums(path: Path) -> dict[str, str]:
+    sums = {}
+    try:
+        for line in path.read_text().splitlines():
+            parts = line.strip().split(maxsplit=1)
+            if len(parts) == 2 and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+                sums[parts[1].lstrip("*")] = parts[0].lower()
+    except (OSError, UnicodeDecodeError):
+        pass
+    return sums
+
+
+def _check_sha256sums(name: str, hashes: dict[Path, str]) -> None:
+    """Where a SHA256SUMS file beside a source file (or one level up) lists it, it must match."""
+    for path, digest in hashes.items():
+        for d in (path.parent, path.parent.parent):
+            rel = path.relative_to(d).as_posix()
+            expected = _read_sha256sums(d / "SHA256SUMS").get(rel)
+            if expected is not None and expected != digest:
+                raise DataError(
+                    f"{name}: {path} does not match its entry in {d / 'SHA256SUMS'}",
+                    "the file is corrupt or incomplete; copy it again",
+                )
+
+
+# ---------------------------------------------------------------------------- safe unpickling
+
+
+def _numpy_attr(modules: Sequence[str], attr: str) -> Any:
+    for mod in modules:  # numpy 2 moved numpy.core to numpy._core; try the new home first
+        try:
+            return getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def _safe_globals() -> dict[tuple[str, str], Any]:
+    """The only globals a CIFAR batch may name: what rebuilding numpy arrays needs."""
+    import codecs
+
+    multiarray = ("numpy._core.multiarray", "numpy.core.multiarray")
+    numeric = ("numpy._core.numeric", "numpy.core.numeric")
+    table = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # how Python 3 protocol-2 pickles store bytes
+    }
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        table[(mod, "_reconstruct")] = _numpy_attr(multiarray, "_reconstruct")
+        table[(mod, "scalar")] = _numpy_attr(multiarray, "scalar")
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        table[(mod, "_frombuffer")] = _numpy_attr(numeric, "_frombuffer")  # protocol 5
+    return {k: v for k, v in table.items() if v is not None}
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, numbers, strings and numpy arrays; refuses every other global.
+
+    A pickle can only run code through globals it names (find_class); refusing all but the
+    numpy array constructors means no attacker-chosen callable is ever reached.
+    """
+
+    _allowed: dict[tuple[str, str], Any] | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if SafeUnpickler._allowed is None:
+            SafeUnpickler._allowed = _safe_globals()
+        target = SafeUnpickler._allowed.get((module, name))
+        if target is None:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return target
+
+
+def safe_unpickle(data: bytes, what: str) -> Any:
+    """Load a pickle that may hold only plain containers and numpy arrays, else DataError."""
+    try:
+        # encoding="bytes": CIFAR's batches were pickled by Python 2; keys come back as bytes
+        return SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except _RefusedGlobal as e:
+        raise DataError(
+            f"{what}: refused to unpickle {e}: a CIFAR batch may only contain numpy arrays",
+            "this is not an official CIFAR-10 batch file; delete it and download it again",
+        ) from None
+    except Exception as e:  # any malformed pickle: truncated, wrong type, bad opcode
+        raise DataError(
+            f"{what}: not a readable CIFAR batch ({type(e).__name__}: {e})",
+            "the file is corrupt; delete it and download it again",
+        ) from None
+
+
+def _cifar_batch(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N,32,32,3), labels int64) from an unpickled CIFAR-10 batch dict."""
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"{what}: expected a dict, found {type(obj).__name__}", "the file is corrupt"
+        )
+    get = lambda k: obj.get(k.encode(), obj.get(k))  # noqa: E731 (keys are bytes or str)
+    data, labels = get("data"), get("labels")
+    if not (
+        isinstance(data, np.ndarray)
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and data.shape[1] == 3072
+    ):
+        raise DataError(f"{what}: 'data' is not an N x 3072 uint8 array", "the file is corrupt")
+    if not isinstance(labels, list | np.ndarray) or len(labels) != len(data):
+        raise DataError(f"{what}: 'labels' does not match 'data' in length", "the file is corrupt")
+    # rows are channel-major: 1024 red, then green, then blue values, each plane row-major
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
+
+
+def _decode_cifar_batches(blobs: dict[str, bytes], where: str) -> tuple[Arrays, tuple[str, ...]]:
+    """Arrays from the raw bytes of data_batch_1..5, test_batch and (optional) batches.meta."""
+    train = [
+        _cifar_batch(
+            safe_unpickle(blobs[f"data_batch_{i}"], f"{where}/data_batch_{i}"),
+            f"{where}/data_batch_{i}",
+        )
+        for i in range(1, 6)
+    ]
+    test_x, test_y = _cifar_batch(
+        safe_unpickle(blobs["test_batch"], f"{where}/test_batch"), f"{where}/test_batch"
+    )
+    classes = CIFAR10_CLASSES
+    if "batches.meta" in blobs:
+        meta = safe_unpickle(blobs["batches.meta"], f"{where}/batches.meta")
+        names = (
+            meta.get(b"label_names", meta.get("label_names")) if isinstance(meta, dict) else None
+        )
+        if names is not None:
+            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+            if names != CIFAR10_CLASSES:
+                raise DataError(
+                    f"{where}/batches.meta: classes {names} are not CIFAR-10's",
+                    "this is not CIFAR-10; load it under another name",
+                )
+    arrays = {
+        "train_images": np.concatenate([x for x, _ in train]),
+        "train_labels": np.concatenate([y for _, y in train]),
+        "test_images": test_x,
+        "test_labels": test_y,
+    }
+    return arrays, classes
+
+
+# ---------------------------------------------------------------------------- IDX files
+
+
+_IDX_TYPES = {0x08: np.uint8}  # the only element type MNIST-style datasets use
+
+
+def parse_idx(data: bytes, what: str, ndim: int | tuple[int, ...]) -> np.ndarray:
+    """Parse IDX bytes: two zero bytes, a type code, the number of dims, big-endian uint32 dims."""
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if len(data) < 4 or data[:2] != b"\0\0":
+        raise DataError(f"{what}: not an IDX file (bad magic number)", "check the file")
+    code, nd = data[2], data[3]
+    if code not in _IDX_TYPES:
+        raise DataError(
+            f"{what}: unsupported IDX element type 0x{code:02x}",
+            "only unsigned-byte (0x08) IDX files are supported",
+        )
+    if nd not in ndims:
+        raise DataError(
+            f"{what}: IDX magic 0x{code:06x}{nd:02x} has {nd} dims, expected "
+            f"{' or '.join(map(str, ndims))}",
+            "check that images and labels are not swapped",
+        )
+    header = 4 + 4 * nd
+    if len(data) < header:
+        raise DataError(f"{what}: truncated IDX header", "the file is incomplete; copy it again")
+    dims = struct.unpack(f">{nd}I", data[4:header])
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(data) != expected:
+        raise DataError(
+            f"{what}: {len(data)} bytes but dims {dims} need {expected}",
+            "the file is truncated or corrupt; copy it again",
+        )
+    return np.frombuffer(data, dtype=_IDX_TYPES[code], offset=header).reshape(dims)
+
+
+def _gunzip_if_needed(data: bytes, what: str) -> bytes:
+    if data[:2] != b"\x1f\x8b":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(
+            f"{what}: corrupt gzip ({e})", "the file is incomplete; copy it again"
+        ) from None
+
+
+# ---------------------------------------------------------------------------- image folders
+
+
+def _natural_key(name: str) -> list[Any]:
+    """'img2' before 'img10': files keep their dataset order even without zero padding."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+@dataclass
+class _Tree:
+    """An image-folder layout: (split, class) -> [(file name, relative path)], sorted."""
+
+    groups: dict[tuple[str, str], list[tuple[str, str]]]
+    classes: tuple[str, ...]
+
+
+def _layout(files: list[str], dirs: list[str], what: str, known: tuple[str, ...] | None) -> _Tree:
+    """Check and order a `{train,test}/<class>/<image>` tree given its relative paths.
+
+    One enclosing top folder (like `cifar-10-images/`) is allowed. Hidden files and files
+    beside `train/` and `test/` (a README) are ignored; anything else out of place is an error.
+    """
+
+    def parts(path: str) -> list[str] | None:  # None: hidden, so ignored
+        ps = [p for p in path.split("/") if p not in ("", ".")]
+        return None if any(p.startswith(".") for p in ps) else ps
+
+    fparts = [(path, ps) for path in files if (ps := parts(path))]
+    dparts = [ps for path in dirs if (ps := parts(path))]
+    tops = {ps[0] for ps in [p for _, p in fparts] + dparts}
+    strip = int(len(tops) == 1 and tops.isdisjoint(_SPLITS) and all(len(p) > 1 for _, p in fparts))
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for path, ps in fparts:
+        ps = ps[strip:]
+        if len(ps) < 2 or ps[0] not in _SPLITS:
+            continue
+        if len(ps) != 3:
+            raise DataError(
+                f"{what}: unexpected file {path}",
+                "images must sit at <split>/<class>/<image>, one folder per class",
+            )
+        groups.setdefault((ps[0], ps[1]), []).append((ps[2], path))
+    for ps in dparts:  # an empty class folder is a mistake, not a class with no images
+        ps = ps[strip:]
+        if len(ps) == 2 and ps[0] in _SPLITS and (ps[0], ps[1]) not in groups:
+            raise DataError(
+                f"{what}: class folder {ps[0]}/{ps[1]} is empty",
+                "put its images in it or remove it",
+            )
+    for s in _SPLITS:
+        if not any(k[0] == s for k in groups):
+            raise DataError(
+                f"{what}: no images under {s}/",
+                "lay the images out as {train,test}/<class>/<image>",
+            )
+    train_classes = {c for s, c in groups if s == "train"}
+    test_only = sorted({c for s, c in groups if s == "test"} - train_classes)
+    if test_only:
+        raise DataError(
+            f"{what}: test classes {test_only} have no train/ folder",
+            "every test class needs training images",
+        )
+    classes = known if known and set(known) == train_classes else tuple(sorted(train_classes))
+    for v in groups.values():
+        v.sort(key=lambda item: _natural_key(item[0]))
+    return _Tree(groups, classes)
+
+
+def _read_archive(path: Path, what: str) -> bytes:
+    """The uncompressed bytes of a .tar/.tar.gz/.tar.xz/.tar.bz2, decided by magic bytes."""
+    raw = path.read_bytes()
+    try:
+        if raw[:6] == b"\xfd7zXZ\x00":
+            return lzma.decompress(raw)
+        if raw[:2] == b"\x1f\x8b":
+            return gzip.decompress(raw)
+        if raw[:3] == b"BZh":
+            return bz2.decompress(raw)
+    except (lzma.LZMAError, OSError, EOFError, ValueError, zlib.error) as e:
+        raise DataError(
+            f"{what}: cannot decompress {path.name} ({e})",
+            "the file is truncated or corrupt; copy it again",
+        ) from None
+    return raw
+
+
+class _UnusualTar(Exception):
+    """A header the fast reader does not handle (pax, GNU long names, sparse, base-256 sizes)."""
+
+
+def _scan_tar(raw: bytes) -> tuple[dict[str, bytes], list[str]]:
+    """Read plain ustar/GNU headers directly: ~6x faster than tarfile on 60,000 small members.
+
+    Raises _UnusualTar on anything else, and the caller falls back to tarfile.
+    """
+    files: dict[str, bytes] = {}
+    dirs: list[str] = []
+    off = 0
+    while off + 512 <= len(raw):
+        h = raw[off : off + 512]
+        if h == _ZERO_BLOCK:
+            break
+        stored = h[148:156].split(b"\0", 1)[0].strip()
+        if not stored or int(stored, 8) != sum(h[:148]) + 256 + sum(h[156:]):  # 8 spaces
+            raise _UnusualTar
+        kind, size_field = h[156:157], h[124:136]
+        if size_field[0] & 0x80:
+            raise _UnusualTar  # base-256 size
+        size = int(size_field.split(b"\0", 1)[0].strip() or b"0", 8)
+        name = h[:100].split(b"\0", 1)[0]
+        if h[257:263] == b"ustar\0":  # POSIX: long paths are split into prefix/name
+            prefix = h[345:500].split(b"\0", 1)[0]
+            name = prefix + b"/" + name if prefix else name
+        if kind in (b"0", b"\0", b"7"):
+            files[name.decode("utf-8", "surrogateescape")] = raw[off + 512 : off + 512 + size]
+        elif kind == b"5":
+            dirs.append(name.decode("utf-8", "surrogateescape"))
+        elif kind not in (b"1", b"2", b"3", b"4", b"6"):  # links and devices are skipped
+            raise _UnusualTar
+        off += 512 + (size + 511) // 512 * 512
+    return files, dirs
+
+
+_ZERO_BLOCK = bytes(512)
+
+
+def _tar_contents(path: Path, what: str) -> tuple[dict[str, bytes], list[str]]:
+    """({file path: bytes}, [dir paths]) of a tarball, decompressed whole and read in memory.
+
+    Slicing members out of the decompressed bytes is far faster than tarfile's streaming reads
+    for CIFAR's 60,000 small files.
+    """
+    raw = _read_archive(path, what)
+    try:
+        return _scan_tar(raw)
+    except (_UnusualTar, ValueError):
+        pass
+    files: dict[str, bytes] = {}
+    dirs: list[str] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+            for m in tf:
+                if m.isdir():
+                    dirs.append(m.name)
+                elif m.isfile():
+                    f = tf.extractfile(m)
+                    files[m.name] = f.read() if f else b""
+    except tarfile.TarError as e:
+        raise DataError(
+            f"{what}: {path.name} is not a readable tar archive ({e})",
+            "give a folder or a .tar, .tar.gz or .tar.xz",
+        ) from None
+    return files, dirs
+
+
+def _walk(root: Path) -> tuple[list[str], list[str]]:
+    files, dirs = [], []
+    for d, subdirs, names in os.walk(root):
+        rel = Path(d).relative_to(root)
+        dirs += [(rel / s).as_posix() for s in subdirs]
+        files += [(rel / n).as_posix() for n in names]
+    return files, dirs
+
+
+def _decode_one(blob: bytes) -> np.ndarray | str:
+    """HxWxC uint8 (C=1 for grayscale, else 3), or the reason the bytes are no image."""
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            if im.mode in ("1", "LA", "L"):
+                im = im.convert("L") if im.mode != "L" else im
+                c = 1
+            else:
+                im = im.convert("RGB") if im.mode != "RGB" else im
+                c = 3
+            w, h = im.size
+            return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(h, w, c)
+    except Exception as e:  # PIL raises many types for bad files; all mean "not an image"
+        return f"{type(e).__name__}: {e}"
+
+
+def _decode_chunk(blobs: list[bytes]) -> np.ndarray | list[np.ndarray | str]:
+    """Decode a chunk; stacked into one array when possible, as that is much cheaper to send
+    back from a worker process than thousands of small ones."""
+    out = [_decode_one(b) for b in blobs]
+    shapes = {o.shape if isinstance(o, np.ndarray) else None for o in out}
+    return np.stack(out) if len(shapes) == 1 and None not in shapes and out else out
+
+
+def _decode_all(blobs: list[bytes]) -> list[np.ndarray | str]:
+    """Decode images, in worker processes when there are many."""
+    workers = min(os.cpu_count() or 1, _POOL_MAX_WORKERS)
+    if len(blobs) < _POOL_MIN_IMAGES or workers < 2 or "fork" not in get_all_start_methods():
+        return list(_decode_chunk(blobs))
+    step = -(-len(blobs) // (workers * 4))
+    chunks = [blobs[i : i + step] for i in range(0, len(blobs), step)]
+    try:
+        # fork: the workers need only PIL and numpy, and must not re-import torch
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            return [r for part in pool.map(_decode_chunk, chunks) for r in part]
+    except (OSError, RuntimeError, AssertionError):
+        # no process pool here (sandbox, daemon process): decoding serially is only slower
+        return list(_decode_chunk(blobs))
+
+
+def _decode_tree(tree: _Tree, read: Callable[[str], bytes], what: str) -> Arrays:
+    """Decode every image of `tree` into uint8 NHWC arrays; all images must share one size."""
+    index = {c: i for i, c in enumerate(tree.classes)}
+    order = [
+        (split, c, path)
+        for split in _SPLITS
+        for c in tree.classes
+        for _, path in tree.groups.get((split, c), [])
+    ]
+    images = _decode_all([read(path) for _, _, path in order])
+    first = order[0][2]
+    for (_, _, path), img in zip(order, images, strict=True):
+        if isinstance(img, str):
+            raise DataError(
+                f"{what}: {path} is not a readable image ({img})",
+                "remove it or replace it with a valid image",
+            )
+        if img.shape[:2] != images[0].shape[:2]:
+            (h, w), (h0, w0) = img.shape[:2], images[0].shape[:2]
+            raise DataError(
+                f"{what}: {path} is {w}x{h} but {first} is {w0}x{h0}",
+                "resize all images to one size",
+            )
+    if any(img.shape[2] == 1 for img in images) and any(img.shape[2] == 3 for img in images):
+        # some grayscale among colour images: L -> RGB replicates the plane, as PIL does
+        images = [np.repeat(i, 3, axis=2) if i.shape[2] == 1 else i for i in images]
+    out: Arrays = {}
+    for split in _SPLITS:
+        pick = [i for i, (s, _, _) in enumerate(order) if s == split]
+        out[f"{split}_images"] = np.stack([images[i] for i in pick])
+        out[f"{split}_labels"] = np.array([index[order[i][1]] for i in pick], dtype=np.int64)
+    return out
+
+
+def _image_tree(
+    path: Path, what: str, known: tuple[str, ...] | None
+) -> tuple[list[Path], Callable[[], tuple[Arrays, tuple[str, ...]]]]:
+    """(files to hash, decoder) for an image-folder directory or tarball at `path`."""
+    if path.is_file():  # a tarball
+
+        def decode_tar() -> tuple[Arrays, tuple[str, ...]]:
+            contents, dirs = _tar_contents(path, what)
+            tree = _layout(list(contents), dirs, what, known)
+            return _decode_tree(tree, contents.__getitem__, what), tree.classes
+
+        return [path], decode_tar
+    files, dirs = _walk(path)
+    tree = _layout(files, dirs, what, known)  # check the layout before hashing anything
+    used = [path / p for v in tree.groups.values() for _, p in v]
+
+    def decode_dir() -> tuple[Arrays, tuple[str, ...]]:
+        return _decode_tree(tree, lambda p: (path / p).read_bytes(), what), tree.classes
+
+    return used, decode_dir
+
+
+# ---------------------------------------------------------------------------- downloads
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def download(urls: Sequence[str], dest: Path, accept: Callable[[Path], bool], what: str) -> Path:
+    """Fetch the first URL that works into `dest`: temp file in the same dir, check, rename.
+
+    `accept(tmp_path)` verifies the bytes (checksums); a file that fails is deleted and the
+    next URL is tried. `dest` is never left half-written.
+    """
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            f"{what}: cannot create {dest.parent} ({e.strerror})", "pass a writable --data-dir"
+        ) from None
+    reasons = []
+    for url in urls:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        except OSError as e:
+            raise DataError(
+                f"{what}: cannot write to {dest.parent} ({e.strerror})",
+                "pass a writable --data-dir",
+            ) from None
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+            if accept(Path(tmp)):
+                os.replace(tmp, dest)
+                return dest
+            reasons.append(f"{url}: checksum mismatch")
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reasons.append(f"{url}: {getattr(e, 'reason', e)}")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    raise DataError(
+        f"{what}: could not download {dest.name} ({'; '.join(reasons)})",
+        f"check the network, or place {dest.name} in {dest.parent} by hand",
+    )
+
+
+# ---------------------------------------------------------------------------- cifar10
+
+
+_CIFAR_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+_CIFAR_FOLDER_FORMS = (
+    "cifar-10-images",
+    "cifar-10-images.tar.xz",
+    "cifar-10-images.tar.gz",
+    "cifar-10-images.tar",
+)
+
+
+def _cifar_official_dir(d: Path) -> Located:
+    files = [d / b for b in _CIFAR_BATCHES] + (
+        [d / "batches.meta"] if (d / "batches.meta").is_file() else []
+    )
+
+    def decode() -> tuple[Arrays, tuple[str, ...]]:
+        return _decode_cifar_batches({f.name: f.read_bytes() for f in files}, str(d))
+
+    return Located(
+        "cifar10",
+        tuple(files),
+        d,
+        decode,
+        f"CIFAR-10 official pickled batches in {d} (exact pixels)",
+    )
+
+
+def _cifar_official_tar(tgz: Path) -> Located:
+    def decode() -> tuple[Arrays, tuple[str, ...]]:
+        raw = tgz.read_bytes()
+        if _md5(raw) != CIFAR10_MD5:
+            raise DataError(
+                f"cifar10: {tgz} is not the official archive (md5 mismatch)",
+                "delete it and download it again (--download)",
+            )
+        contents, _ = _tar_contents(tgz, "cifar10")
+        blobs = {Path(n).name: b for n, b in contents.items()}
+        missing = [b for b in _CIFAR_BATCHES if b not in blobs]
+        if missing:
+            raise DataError(f"cifar10: {tgz} lacks {', '.join(missing)}", "download it again")
+        return _decode_cifar_batches(blobs, str(tgz))
+
+    return Located(
+        "cifar10", (tgz,), tgz.parent, decode, f"CIFAR-10 official archive {tgz} (exact pixels)"
+    )
+
+
+def _cifar_folder(path: Path) -> Located:
+    files, inner = _image_tree(path, "cifar10", CIFAR10_CLASSES)
+
+    def decode() -> tuple[Arrays, tuple[str, ...]]:
+        arrays, classes = inner()
+        got = (arrays["train_images"].shape, arrays["test_images"].shape)
+        if classes != CIFAR10_CLASSES or got != ((50000, 32, 32, 3), (10000, 32, 32, 3)):
+            raise DataError(
+                f"cifar10: {path} holds {got[0]}/{got[1]} images of classes {classes}, "
+                "not CIFAR-10's 50000/10000 32x32x3 in 10 classes",
+                f"load it as folder:{path} instead",
+            )
+        return arrays, classes
+
+    root = path if path.is_dir() else path.parent
+    return Located(
+        "cifar10",
+        tuple(files),
+        root,
+        decode,
+        f"CIFAR-10 as JPEG image folder {path} (lossy: JPEG-decoded with Pillow {PIL.__version__})",
+    )
+
+
+@register_source("cifar10")
+def _cifar10(_: str, data_dir: Path, download_missing: bool) -> Located:
+    d = data_dir / "cifar-10-batches-py"
+    if all((d / b).is_file() for b in _CIFAR_BATCHES):
+        return _cifar_official_dir(d)
+    tgz = data_dir / "cifar-10-python.tar.gz"
+    if tgz.is_file():
+        return _cifar_official_tar(tgz)
+    for form in _CIFAR_FOLDER_FORMS:
+        if (data_dir / form).exists():
+            return _cifar_folder(data_dir / form)
+    if download_missing:
+        download([CIFAR10_URL], tgz, lambda p: _md5(p.read_bytes()) == CIFAR10_MD5, "cifar10")
+        return _cifar_official_tar(tgz)
+    raise DataError(
+        f"cifar10: no data found in {data_dir}",
+        "place cifar-10-python.tar.gz (or cifar-10-images.tar.xz) there, or pass --download",
+    )
+
+
+# ---------------------------------------------------------------------------- mnist and idx
+
+
+def _find_idx(dirs: Sequence[Path], stem: str) -> Path | None:
+    """`stem.gz` or `stem` in the first dir holding either (a .gz wins over a raw copy)."""
+    for d in dirs:
+        for name in (f"{stem}.gz", stem):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def _mnist_checksum_ok(path: Path, raw: bytes) -> bool:
+    gz_md5, raw_md5 = MNIST_FILES[path.name.removesuffix(".gz")]
+    return _md5(raw) == raw_md5 or _md5(path.read_bytes()) == gz_md5
+
+
+def _mnist_download_ok(stem: str) -> Callable[[Path], bool]:
+    gz_md5, raw_md5 = MNIST_FILES[stem]
+
+    def accept(path: Path) -> bool:
+        data = path.read_bytes()
+        try:
+            return _md5(data) == gz_md5 or _md5(gzip.decompress(data)) == raw_md5
+        except (OSError, EOFError, zlib.error):
+            return False
+
+    return accept
+
+
+@register_source("mnist")
+def _mnist(_: str, data_dir: Path, download_missing: bool) -> Located:
+    dirs = [data_dir / "mnist", data_dir / "MNIST" / "raw", data_dir]
+    found = {stem: _find_idx(dirs, stem) for stem in MNIST_FILES}
+    missing = [s for s, p in found.items() if p is None]
+    if missing and download_missing:
+        for stem in missing:
+            urls = [m + f"{stem}.gz" for m in MNIST_MIRRORS]
+            dest = data_dir / "mnist" / f"{stem}.gz"
+            found[stem] = download(urls, dest, _mnist_download_ok(stem), "mnist")
+    elif missing:
+        raise DataError(
+            f"mnist: {missing[0]}.gz not found in {data_dir / 'mnist'}",
+            f"place the four MNIST IDX files ({', '.join(s + '.gz' for s in MNIST_FILES)}) "
+            "there, or pass --download",
+        )
+    paths = {s: p for s, p in found.items() if p is not None}
+
+    def decode() -> tuple[Arrays, tuple[str, ...]]:
+        raws = {}
+        for stem, p in paths.items():
+            raws[stem] = _gunzip_if_needed(p.read_bytes(), str(p))
+            if not _mnist_checksum_ok(p, raws[stem]):
+                raise DataError(
+                    f"mnist: {p} does not match the official MNIST checksums",
+                    f"delete it and download it again, or load the folder as idx:{p.parent}",
+                )
+        x = _idx_arrays(raws, paths, "mnist")
+        if x["train_images"].shape[1:] != (28, 28, 1):
+            raise DataError(
+                f"mnist: images are {x['train_images'].shape[1:3]}, not 28x28", "check the files"
+            )
+        return x, MNIST_CLASSES
+
+    root = Path(os.path.commonpath([p.parent for p in paths.values()]))
+    return Located(
+        "mnist", tuple(paths.values()), root, decode, f"MNIST official IDX files in {root} (exact)"
+    )
+
+
+def _idx_arrays(raws: dict[str, bytes], paths: dict[str, Path], what: str) -> Arrays:
+    """Parse the four IDX byte strings keyed by role or MNIST stem, in train/test order."""
+    keys = list(raws)  # train images, train labels, test images, test labels
+    arrays: Arrays = {}
+    for split, (ki, kl) in zip(_SPLITS, (keys[0:2], keys[2:4]), strict=True):
+        x = parse_idx(raws[ki], str(paths[ki]), (3, 4))
+        y = parse_idx(raws[kl], str(paths[kl]), 1)
+        if len(x) != len(y):
+            raise DataError(
+                f"{what}: {paths[ki].name} has {len(x)} images but {paths[kl].name} "
+                f"has {len(y)} labels",
+                "the two files are from different datasets",
+            )
+        arrays[f"{split}_images"] = np.ascontiguousarray(x[..., None] if x.ndim == 3 else x)
+        arrays[f"{split}_labels"] = y.astype(np.int64)
+    return arrays
+
+
+_IDX_ROLES = {
+    "train images": ("train-images*",),
+    "train labels": ("train-labels*",),
+    "test images": ("t10k-images*", "test-images*"),
+    "test labels": ("t10k-labels*", "test-labels*"),
+}
+
+
+def _resolve_path(arg: str, data_dir: Path, prefix: str) -> Path:
+    p = Path(arg).expanduser()
+    if not p.exists() and not p.is_absolute() and (data_dir / p).exists():
+        p = data_dir / p  # a relative path may also name something inside the data dir
+    if not p.exists():
+        raise DataError(
+            f"{prefix}{arg}: no such file or directory",
+            "give an existing path (absolute, or relative to the working or data dir)",
+        )
+    return p.resolve()
+
+
+@register_source("folder:")
+def _folder(arg: str, data_dir: Path, _download: bool) -> Located:
+    path = _resolve_path(arg, data_dir, "folder:")
+    name = f"folder:{path}"
+    known = CIFAR10_CLASSES  # a folder holding exactly CIFAR-10's classes keeps the official order
+    files, decode = _image_tree(path, name, known)
+    root = path if path.is_dir() else path.parent
+    kind = "tarball" if path.is_file() else "tree"
+    return Located(
+        name,
+        tuple(files),
+        root,
+        decode,
+        f"image-folder {kind} {path} (decoded with Pillow {PIL.__version__})",
+    )
+
+
+@register_source("idx:")
+def _idx(arg: str, data_dir: Path, _download: bool) -> Located:
+    d = _resolve_path(arg, data_dir, "idx:")
+    name = f"idx:{d}"
+    if not d.is_dir():
+        raise DataError(f"{name}: not a directory", "give the folder holding the four IDX files")
+    paths: dict[str, Path] = {}
+    for role, patterns in _IDX_ROLES.items():
+        hits = sorted(
+            {
+                p
+                for pat in patterns
+                for p in d.glob(pat)
+                if p.is_file() and not p.name.startswith(".")
+            }
+        )
+        gz = [p for p in hits if p.name.endswith(".gz")]
+        if not hits:
+            raise DataError(
+                f"{name}: no {role} file ({' or '.join(patterns)})",
+                "name the files like MNIST's: train-images-idx3-ubyte[.gz], ...",
+            )
+        if len(gz if gz else hits) > 1:
+            raise DataError(
+                f"{name}: several {role} files: {', '.join(p.name for p in hits)}",
+                "keep one per role",
+            )
+        paths[role] = (gz or hits)[0]
+
+    def decode() -> tuple[Arrays, tuple[str, ...]]:
+        raws = {r: _gunzip_if_needed(p.read_bytes(), str(p)) for r, p in paths.items()}
+        arrays = _idx_arrays(raws, paths, name)
+        n = int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1
+        return arrays, tuple(str(i) for i in range(n))
+
+    return Located(name, tuple(paths.values()), d, decode, f"IDX files in {d}")
+
+
+# ---------------------------------------------------------------------------- data check
+
+
+def check_data_dir(
+    data_dir: str | Path | None = None, *, cache_dir: str | Path | None = None
+) -> list[str]:
+    """Human-readable lines on what the data dir holds: files, checksums, counts, classes."""
+    d = resolve_data_dir(data_dir)
+    lines = [f"data dir: {d}" + ("" if d.is_dir() else " (does not exist)")]
+    lines.append(f"cache dir: {resolve_cache_dir(cache_dir)}")
+    sums_path = d / "SHA256SUMS"
+    sums = _read_sha256sums(sums_path)
+    if sums:
+        lines.append(f"SHA256SUMS: {len(sums)} entries")
+        for rel, expected in sorted(sums.items()):
+            f = d / rel
+            state = (
+                "missing"
+                if not f.is_file()
+                else ("ok" if cache.sha256_file(f) == expected else "BAD")
+            )
+            lines.append(f"  {state:7s} {rel}")
+    for name in ("cifar10", "mnist"):
+        lines += _check_source(name, d, cache_dir)
+    lines.append(
+        "other sources: "
+        + ", ".join(s for s in list_sources() if s.endswith("PATH"))
+        + " (an image-folder tree/tarball, or a folder of IDX files)"
+    )
+    return lines
+
+
+def _check_source(name: str, data_dir: Path, cache_dir: str | Path | None) -> list[str]:
+    try:
+        ds = load_dataset(name, data_dir, cache_dir=cache_dir)
+    except DataError as e:
+        return [f"{name}: absent or unusable: {e}"]
+    x, y, tx, ty = ds.train_images, ds.train_labels, ds.test_images, ds.test_labels
+    counts = torch.bincount(y, minlength=ds.num_classes).tolist()
+    per_class = f"{counts[0]} each" if len(set(counts)) == 1 else ", ".join(map(str, counts))
+    return [
+        f"{name}: present: {ds.description}",
+        f"  train {tuple(x.shape)} {x.dtype}, test {tuple(tx.shape)} {tx.dtype}, "
+        f"{ds.num_classes} classes: {' '.join(ds.classes)}",
+        f"  train per class: {per_class}; test per class: "
+        f"{torch.bincount(ty, minlength=ds.num_classes).tolist()}",
+        f"  source sha256 {ds.source_hash[:16]}..., arrays sha256 {ds.content_hash[:16]}...",
+    ]
