@@ -16,6 +16,13 @@ from rethink.errors import RethinkError
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (plus where to look), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -48,12 +55,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rethink",
         description="Randomization tests of generalization (Zhang et al., ICLR 2017).",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for known errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
 
     # ---- rethink run
     r = sub.add_parser("run", help="train one run of a randomization test",
@@ -106,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- rethink data check
     d = sub.add_parser("data", help="dataset utilities")
-    dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND",
+                            parser_class=_Parser)
     c = dsub.add_parser("check", help="verify and describe what is in the data directory")
     c.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA, else a user cache dir)")
     c.set_defaults(func=cmd_data_check)

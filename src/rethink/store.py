@@ -38,6 +38,8 @@ EPOCH_COLUMNS = (
     "test_acc",
     "best_test_acc",
     "wall_time",
+    "train_time",
+    "eval_time",
 )
 
 _SCHEMA = """
@@ -65,6 +67,7 @@ CREATE TABLE IF NOT EXISTS epochs (
     lr REAL, train_loss REAL, train_acc REAL,
     train_acc_clean REAL, train_acc_corrupted REAL,
     test_loss REAL, test_acc REAL, best_test_acc REAL, wall_time REAL,
+    train_time REAL, eval_time REAL,
     PRIMARY KEY (run_id, epoch)
 );
 """

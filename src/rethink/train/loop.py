@@ -163,6 +163,7 @@ def fit(
         torch.manual_seed(derive_seed(config.init_seed, "dropout", epoch))
         # 3. the SGD steps
         model.train()
+        t_epoch = time.perf_counter()
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size].to(device)
             xb = data.train_batch(idx, augment_gen)
@@ -178,9 +179,11 @@ def fit(
         if status == "diverged":
             break
         # 4. full-train-set and test evaluation, eval mode
+        t_eval = time.perf_counter()
         train_loss, train_correct = evaluate(model, data.train_x, data.train_y, config.precision)
         test_loss, test_correct = evaluate(model, data.test_x, data.test_y, config.precision)
         train_acc, test_acc = _mean(train_correct), _mean(test_correct)
+        t_done = time.perf_counter()
         best_test = max(best_test, test_acc)
         if steps_to_fit is None and train_acc >= config.fit_threshold:
             steps_to_fit = step
@@ -196,6 +199,8 @@ def fit(
             "test_acc": test_acc,
             "best_test_acc": best_test,
             "wall_time": elapsed(),
+            "train_time": t_eval - t_epoch,  # the SGD steps alone: throughput = n / train_time
+            "eval_time": t_done - t_eval,
         }
         history.append(row)
         # 5. checkpoint first: it is the source of truth a resume rebuilds the store from

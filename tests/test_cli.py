@@ -1,0 +1,85 @@
+"""The command line: bad input is one line and exit status 2 with nothing written; real runs work."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from rethink.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["run", "--model", "resnet"], "unknown model"),
+        (["run", "--dataset", "cifar100"], "unknown dataset"),
+        (["run", "--corruption", "partial", "--p", "1.5"], "outside [0, 1]"),
+        (["run", "--corruption", "partial", "--p", "-0.1"], "outside [0, 1]"),
+        (["run", "--corruption", "partial", "--p", "nan"], "outside [0, 1]"),
+        (["run", "--corruption", "partial"], "needs a probability"),
+        (["run", "--corruption", "label-noise"], "unknown corruption"),
+        (["run", "--train-size", "-5"], "must be positive"),
+        (["run", "--train-size", "0"], "must be positive"),
+        (["run", "--batch-size", "x"], "not an integer"),
+        (["run", "--weight-decay", "-1"], "weight_decay"),
+        (["run", "--augment", "cutout"], "unknown augmentation"),
+        (["run", "--precision", "fp8"], "unknown precision"),
+        (["run", "--init-seed", "-3"], "must be >= 0"),
+        (["run", "--dataset", "folder:/nonexistent/x"], "folder"),
+        (["run", "--data-dir", "/nonexistent/data"], "no data found"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, fragment, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [*argv, "--out", str(out)] if argv[0] == "run" else argv
+    with pytest.raises(SystemExit) as exc_info:
+        raise SystemExit(main(argv))
+    assert exc_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
+    assert not out.exists()
+
+
+def test_models_lists_paper_and_total_counts(capsys):
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    for count in ("1,209,866", "1,735,178", "1,387,786", "1,649,402"):
+        assert count in text
+
+
+def test_runs_without_database(tmp_path, capsys):
+    assert main(["runs", "--out", str(tmp_path)]) == 0
+    assert "no results database" in capsys.readouterr().out
+
+
+def test_train_size_larger_than_dataset(shared_data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["run", "--dataset", "mnist", "--data-dir", str(shared_data_dir),
+                 "--train-size", "70000", "--out", str(out)])
+    assert code == 2 and "larger than the 60000 train images" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.realdata
+def test_real_cifar10_run_end_to_end_and_resume_skip(shared_data_dir, tmp_path, capsys):
+    """A short real run on the shared CIFAR-10 copy through the CLI, then the rerun skips it."""
+    out = tmp_path / "runs"
+    argv = ["run", "--dataset", "cifar10", "--data-dir", str(shared_data_dir), "--model", "mlp1x512",
+            "--corruption", "partial", "--p", "0.5", "--train-size", "1000", "--test-size", "500",
+            "--max-epochs", "2", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "(1000 train / 500 test, 28x28x3)" in text and "done " in text
+    db = sqlite3.connect(out / "results.sqlite")
+    (status, realized, train_size, config), = db.execute(
+        "SELECT status, realized_rate, train_size, config FROM runs").fetchall()
+    assert status == "not-fitted" and train_size == 1000
+    assert 0.35 < realized < 0.55  # ~ 0.9 * 0.5
+    rows = db.execute("SELECT epoch, train_acc, train_acc_clean, test_acc FROM epochs").fetchall()
+    assert [r[0] for r in rows] == [1, 2]
+    assert all(r[2] is not None and 0 <= r[3] <= 1 for r in rows)
+    assert main(argv) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 2
