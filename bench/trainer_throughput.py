@@ -1,0 +1,54 @@
+"""Training throughput of `rethink run` itself, per model and precision, on real CIFAR-10.
+
+Each measurement is a real run through the runner (batches by indexing from in-memory
+tensors, the paper's protocol, batch 128) on a stratified subset; the throughput is the number
+of training images divided by the time of the SGD steps of one epoch (eval excluded), taken
+as the median over the epochs after the first (the first pays one-off warm-up costs).
+
+    python bench/trainer_throughput.py [--train-size 3840] [--epochs 3] [--models a,b]
+
+The full benchmark command with baselines and utilization is `rethink bench` (a later issue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+
+from rethink.config import RunConfig
+from rethink.models import list_models
+from rethink.store import Store
+from rethink.train.runner import run, software_versions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", type=int, default=3840)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--models", default=",".join(m.name for m in list_models()))
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+
+    v = software_versions()
+    print(f"torch {v['torch']}, {v['torch_threads']} threads, {v['processor'] or v['machine']}")
+    print(f"{'model':<16} {'precision':<9} {'images/s':>9}   (per-epoch: min..max)")
+    with tempfile.TemporaryDirectory() as out:
+        for model in args.models.split(","):
+            for precision in args.precisions.split(","):
+                config = RunConfig(
+                    dataset="cifar10", model=model, corruption="random-labels",
+                    train_size=args.train_size, test_size=1000, max_epochs=args.epochs,
+                    stop_at_fit=False, precision=precision,
+                )
+                run(config, out_dir=out, data_dir=args.data_dir, log=lambda s: None)
+                with Store(out) as store:
+                    epochs = store.epochs(config.run_id)[1:]
+                rates = [args.train_size / e["train_time"] for e in epochs]
+                print(f"{model:<16} {precision:<9} {statistics.median(rates):>9.0f}   "
+                      f"({min(rates):.0f}..{max(rates):.0f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
