@@ -105,12 +105,13 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
     Class k gets floor(n * count_k / N) examples; the leftover slots go to the classes with the
     largest fractional parts, ties to the lower class index, so the counts are deterministic.
-    Which examples of a class are taken is seeded by `seed` alone.
+    Which examples of a class are taken is seeded by `seed` alone (drawn on the CPU, so the
+    subset is the same on every device); the indices come back on `labels`' device.
     """
     total = len(labels)
     if not 0 < n <= total:
         raise ConfigError(f"subset size {n} out of range", f"choose 1..{total}")
-    labels = labels.cpu()
+    device, labels = labels.device, labels.cpu()
     classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     exact = counts.double() * n / total
     quota = exact.floor().long()
@@ -124,7 +125,7 @@ def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     starts = torch.cumsum(counts, 0) - counts
     cls_of = inverse[by_class]
     rank = torch.arange(total) - starts[cls_of]  # position within its class
-    return by_class[rank < quota[cls_of]].sort().values
+    return by_class[rank < quota[cls_of]].sort().values.to(device)
 
 
 def prepare(images: torch.Tensor, size: int) -> torch.Tensor:
