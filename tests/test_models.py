@@ -273,20 +273,22 @@ def test_alexnet_with_stock_lrn_has_the_same_count():
 # --- fast LRN -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
+LRN_CASES = [  # (shape, size): AlexNet's, fewer channels than the window, even size, 3-d and 5-d
+    ((4, 64, 7, 7), 9),
+    ((2, 5, 6, 3), 9),
+    ((3, 16, 5, 5), 4),
+    ((2, 12, 4, 4), 1),
+    ((2, 16, 9), 5),
+    ((2, 10, 3, 2, 4), 3),
+]
+
+
 @pytest.mark.parametrize(
-    "shape,size",
-    [
-        ((4, 64, 7, 7), 9),
-        ((2, 5, 6, 3), 9),
-        ((3, 16, 5, 5), 4),
-        ((2, 12, 4, 4), 1),
-        ((2, 16, 9), 5),
-    ],
+    "shape,size,channels_last",
+    [(shape, size, False) for shape, size in LRN_CASES]
+    + [(shape, size, True) for shape, size in LRN_CASES if len(shape) == 4],
 )
 def test_fast_lrn_matches_stock(shape, size, channels_last):
-    if channels_last and len(shape) != 4:
-        pytest.skip("channels_last needs 4-d input")
     x = torch.randn(shape) * 10
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -301,6 +303,11 @@ def test_fast_lrn_matches_stock(shape, size, channels_last):
     torch.testing.assert_close(g_out, g_ref, atol=1e-5, rtol=1e-5)
     if channels_last:
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_lrn_gradcheck():
+    x = (torch.randn(2, 7, 3, 4, dtype=torch.float64) * 3).requires_grad_()
+    assert torch.autograd.gradcheck(LocalResponseNorm(4, 0.3, 0.75, 2.0), (x,))
 
 
 def test_fast_lrn_bf16_rounds_only_the_output():

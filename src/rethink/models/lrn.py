@@ -22,21 +22,19 @@ alpha, beta)` sums squares over a window of `2 * depth_radius + 1` channels and 
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 
-@lru_cache(maxsize=64)
 def _band(
     channels: int, size: int, scale: float, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
     """(C, C) matrix B with B[j, c] = scale if channel j is in channel c's window, else 0.
 
     `nn.LocalResponseNorm`'s window for channel c is [c - size//2, c + (size-1)//2], clipped
-    to the valid channels (zero padding contributes nothing to the sum).
+    to the valid channels (zero padding contributes nothing to the sum). Built per call: it
+    costs microseconds, and a cache would trip up torch.compile.
     """
     j = torch.arange(channels, device=device)[:, None]  # (C, 1) source channel
     c = torch.arange(channels, device=device)[None, :]  # (1, C) output channel
