@@ -530,6 +530,10 @@ def test_misplaced_file_and_ignored_extras(tmp_path, cache_dir):
     write_image(tmp_path / "tree" / "train" / "a" / "deep" / "x.png", np.zeros((5, 6, 3), np.uint8))
     with pytest.raises(DataError, match="unexpected file train/a/deep/x.png"):
         load_dataset(f"folder:{tmp_path / 'tree'}", tmp_path, cache_dir=cache_dir)
+    (tmp_path / "tree" / "train" / "a" / "deep" / "x.png").unlink()
+    write_image(tmp_path / "tree" / "test" / "loose.png", np.zeros((5, 6, 3), np.uint8))
+    with pytest.raises(DataError, match="unexpected file test/loose.png"):
+        load_dataset(f"folder:{tmp_path / 'tree'}", tmp_path, cache_dir=cache_dir)
 
 
 def test_corrupt_tarball_is_a_data_error(tmp_path, cache_dir):

@@ -375,9 +375,13 @@ def _cifar_batch(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{what}: 'data' is not an N x 3072 uint8 array", "the file is corrupt")
     if not isinstance(labels, list | np.ndarray) or len(labels) != len(data):
         raise DataError(f"{what}: 'labels' does not match 'data' in length", "the file is corrupt")
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DataError(f"{what}: 'labels' are not integers", "the file is corrupt") from None
     # rows are channel-major: 1024 red, then green, then blue values, each plane row-major
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
+    return np.ascontiguousarray(images), y
 
 
 def _decode_cifar_batches(blobs: dict[str, bytes], where: str) -> tuple[Arrays, tuple[str, ...]]:
@@ -496,7 +500,7 @@ def _layout(files: list[str], dirs: list[str], what: str, known: tuple[str, ...]
     for path, ps in fparts:
         ps = ps[strip:]
         if len(ps) < 2 or ps[0] not in _SPLITS:
-            continue
+            continue  # beside the split folders: a README, a licence
         if len(ps) != 3:
             raise DataError(
                 f"{what}: unexpected file {path}",
@@ -570,6 +574,8 @@ def _scan_tar(raw: bytes) -> tuple[dict[str, bytes], list[str]]:
         if size_field[0] & 0x80:
             raise _UnusualTar  # base-256 size
         size = int(size_field.split(b"\0", 1)[0].strip() or b"0", 8)
+        if off + 512 + size > len(raw):
+            raise _UnusualTar  # truncated: let tarfile report it
         name = h[:100].split(b"\0", 1)[0]
         if h[257:263] == b"ustar\0":  # POSIX: long paths are split into prefix/name
             prefix = h[345:500].split(b"\0", 1)[0]
@@ -920,7 +926,11 @@ def _mnist(_: str, data_dir: Path, download_missing: bool) -> Located:
 
     root = Path(os.path.commonpath([p.parent for p in paths.values()]))
     return Located(
-        "mnist", tuple(paths.values()), root, decode, f"MNIST official IDX files in {root} (exact)"
+        "mnist",
+        tuple(paths.values()),
+        root,
+        decode,
+        f"MNIST official IDX files in {root.name}/ (exact)",
     )
 
 
@@ -1049,19 +1059,28 @@ def check_data_dir(
     return lines
 
 
+def _per_class(labels: torch.Tensor, k: int) -> str:
+    counts = torch.bincount(labels, minlength=k).tolist()
+    return f"{counts[0]} each" if len(set(counts)) == 1 else " ".join(map(str, counts))
+
+
 def _check_source(name: str, data_dir: Path, cache_dir: str | Path | None) -> list[str]:
+    """Lines for one source; loading it runs every check (checksums, layout, counts)."""
     try:
-        ds = load_dataset(name, data_dir, cache_dir=cache_dir)
+        loader, arg = _lookup(name)
+        files = loader(arg, data_dir, False).files
+        ds = load_dataset(name, data_dir, cache_dir=cache_dir, verify=True)
     except (RethinkError, OSError) as e:
         return [f"{name}: absent or unusable: {e}"]
-    x, y, tx, ty = ds.train_images, ds.train_labels, ds.test_images, ds.test_labels
-    counts = torch.bincount(y, minlength=ds.num_classes).tolist()
-    per_class = f"{counts[0]} each" if len(set(counts)) == 1 else ", ".join(map(str, counts))
+    shown = [str(f.relative_to(data_dir)) if f.is_relative_to(data_dir) else str(f) for f in files]
+    more = f", ... ({len(shown)} files)" if len(shown) > 6 else ""
+    x, tx = ds.train_images, ds.test_images
     return [
         f"{name}: present: {ds.description}",
+        f"  files: {', '.join(shown[:6])}{more} (checksums ok)",
         f"  train {tuple(x.shape)} {x.dtype}, test {tuple(tx.shape)} {tx.dtype}, "
         f"{ds.num_classes} classes: {' '.join(ds.classes)}",
-        f"  train per class: {per_class}; test per class: "
-        f"{torch.bincount(ty, minlength=ds.num_classes).tolist()}",
+        f"  per class: train {_per_class(ds.train_labels, ds.num_classes)}; "
+        f"test {_per_class(ds.test_labels, ds.num_classes)}",
         f"  source sha256 {ds.source_hash[:16]}..., arrays sha256 {ds.content_hash[:16]}...",
     ]
