@@ -170,3 +170,15 @@ def test_schema_is_plain_sqlite(tmp_path):
     conn = sqlite3.connect(tmp_path / DB_NAME)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "epochs", "meta"} <= tables
+
+
+def test_database_from_an_older_schema_gains_new_columns(tmp_path):
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.execute("CREATE TABLE epochs (run_id TEXT, epoch INTEGER, step INTEGER, lr REAL, "
+                 "PRIMARY KEY (run_id, epoch))")
+    conn.commit()
+    conn.close()
+    with Store(tmp_path) as store:
+        _start(store)
+        store.write_epoch("r1", _row(1))
+        assert store.epochs("r1")[0]["test_acc"] == 0.1

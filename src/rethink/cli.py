@@ -50,7 +50,8 @@ def _decay_per(text: str) -> int | None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA, else a user cache dir)")
-    p.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE, else ~/.cache/rethink)")
+    p.add_argument("--cache-dir",
+                   help="decoded-array cache (default: $RETHINK_CACHE, else ~/.cache/rethink/arrays)")
     p.add_argument("--download", action="store_true", help="download missing official files (online)")
 
 
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = r.add_argument_group("model and optimization (paper protocol by default)")
     g.add_argument("--model", default="mlp1x512", help="see `rethink models`")
-    g.add_argument("--lr", type=float, default=None, help="initial learning rate (default: the model's paper value)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="initial learning rate (default: the model's paper value)")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--lr-decay", type=float, default=0.95, help="learning-rate decay factor")
     g.add_argument("--decay-per", type=_decay_per, default=50_000, metavar="epoch|N",
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                             parser_class=_Parser)
     c = dsub.add_parser("check", help="verify and describe what is in the data directory")
     c.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA, else a user cache dir)")
+    c.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE)")
     c.set_defaults(func=cmd_data_check)
 
     # ---- rethink runs
@@ -205,7 +208,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from rethink.data.sources import check_data_dir
 
-    for line in check_data_dir(args.data_dir):
+    for line in check_data_dir(args.data_dir, cache_dir=args.cache_dir):
         print(line)
     return EXIT_OK
 

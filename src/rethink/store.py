@@ -92,6 +92,7 @@ class Store:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
+                self._add_missing_epoch_columns()
                 self.conn.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
@@ -100,6 +101,13 @@ class Store:
                 f"cannot open results database {self.path}: {exc}",
                 "check the output directory is writable, or pass another --out",
             ) from exc
+
+    def _add_missing_epoch_columns(self) -> None:
+        """A database made by an older rethink gains the newer metric columns (as NULLs)."""
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(epochs)")}
+        for column in EPOCH_COLUMNS:
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE epochs ADD COLUMN {column} REAL")
 
     def close(self) -> None:
         self.conn.close()
