@@ -192,7 +192,7 @@ def _check_range(
 ) -> None:
     if value is None and allow_none:
         return
-    ok = isinstance(value, (int, float)) and math.isfinite(value) or value == math.inf
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
     if ok:
         ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
     if not ok:
