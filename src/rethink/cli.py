@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_seed, default=None, help="set all four seeds at once")
     r.add_argument("--out", default="runs", help="output directory (results.sqlite and run folders)")
     r.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    r.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     r.set_defaults(func=cmd_run)
 
     # ---- rethink models
@@ -177,6 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
         download=args.download,
+        device=args.device,
     )
     fit = f"fitted at step {result.steps_to_fit}" if result.steps_to_fit is not None else result.status
     print(

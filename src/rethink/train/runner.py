@@ -23,12 +23,26 @@ import rethink
 from rethink.config import RunConfig
 from rethink.data.pipeline import RunData, build_run_data
 from rethink.data.sources import load_dataset
+from rethink.errors import ConfigError
 from rethink.models import get_model_info
 from rethink.store import DB_NAME, FINISHED_STATUSES, Store
 from rethink.train.loop import RunResult, fit
 
 
-def software_versions() -> dict[str, Any]:
+def resolve_device(name: str) -> torch.device:
+    """'auto' is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}", "pass auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available", "pass --device cpu")
+    return device
+
+
+def software_versions(device: torch.device | None = None) -> dict[str, Any]:
     """What produced a result: stored with every run."""
     return {
         "rethink": rethink.__version__,
@@ -41,6 +55,10 @@ def software_versions() -> dict[str, Any]:
         "processor": platform.processor(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
+        "device": str(device) if device is not None else None,
+        "device_name": torch.cuda.get_device_name(device)
+        if device is not None and device.type == "cuda"
+        else None,
     }
 
 
@@ -74,11 +92,12 @@ def run(
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     download: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> RunResult:
     """Run `config` to completion (or return its stored result) and return the summary."""
     config.validate()
+    torch_device = resolve_device(device)
     out_dir = Path(out_dir)
     run_id = config.run_id
     if (out_dir / DB_NAME).exists():
@@ -90,7 +109,7 @@ def run(
 
     raw = load_dataset(config.dataset, data_dir, download=download, cache_dir=cache_dir)
     fmt = torch.channels_last if get_model_info(config.model).is_conv else torch.contiguous_format
-    data = build_run_data(config, raw, memory_format=fmt, device=device)
+    data = build_run_data(config, raw, memory_format=fmt, device=torch_device)
     log(_describe(config, data))
 
     run_dir = out_dir / run_id
@@ -100,7 +119,7 @@ def run(
         store.start_run(
             run_id,
             config.to_dict(),
-            versions=software_versions(),
+            versions=software_versions(torch_device),
             realized_rate=data.realized_rate,
             data_hash=data.data_hash,
             train_size=len(data.train_y),
