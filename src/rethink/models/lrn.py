@@ -3,7 +3,7 @@
     y[c] = x[c] / (k + alpha/size * sum_{j in window(c)} x[j]**2) ** beta
 
 The stock module builds the channel-window sum with `avg_pool3d` on a padded, unsqueezed copy;
-on a CPU its forward and backward take 30-55% of the small AlexNet's training step. Here the
+on a CPU its forward and backward take over half of the small AlexNet's training step. Here the
 window sum over channels is one matrix product with a banded 0/1 matrix (`C x C`, C = 64 in
 AlexNet), which BLAS runs at full speed in both NCHW and channels_last layouts, and the backward
 is written by hand:
@@ -12,7 +12,13 @@ is written by hand:
     dL/dx = g * p - 2 * a * beta * x * S^T(g * y / d)
 
 so each pass is one GEMM plus a few elementwise ops. Half-precision inputs (e.g. under bf16
-autocast) are computed in float32 internally and returned in the input dtype.
+autocast) are computed in float32 internally and returned in the input dtype. (The stock module
+refuses bf16 tensors on CPU outside autocast: avg_pool3d has no bf16 kernel.)
+
+Measured (torch 2.13 CPU build, 2 threads, batch 128, one layer's forward+backward at AlexNet's
+shapes 64x14x14 / 64x7x7, fp32): stock 101-119 / 15-24 ms, this one 10-11 / 2.6-3.0 ms, in NCHW
+or channels_last. The AlexNet training step goes from 255 to 135 ms (fp32, channels_last) and
+from 199 to 74 ms (bf16 autocast, channels_last).
 
 Conventions. PyTorch divides `alpha` by `size`; TensorFlow's `tf.nn.lrn(depth_radius, bias,
 alpha, beta)` sums squares over a window of `2 * depth_radius + 1` channels and multiplies by
@@ -27,9 +33,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 
-def _band(
-    channels: int, size: int, scale: float, dtype: torch.dtype, device: torch.device
-) -> Tensor:
+def _band(channels: int, size: int, scale: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(C, C) matrix B with B[j, c] = scale if channel j is in channel c's window, else 0.
 
     `nn.LocalResponseNorm`'s window for channel c is [c - size//2, c + (size-1)//2], clipped

@@ -120,13 +120,9 @@ def create_model(
             "e.g. in_shape=(3, 28, 28) for CIFAR10 or (1, 28, 28) for MNIST",
         )
     if not (isinstance(num_classes, int) and num_classes >= 1):
-        raise ConfigError(
-            f"num_classes must be a positive int, got {num_classes!r}", "e.g. num_classes=10"
-        )
+        raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}", "e.g. num_classes=10")
     if not 0.0 <= dropout < 1.0:
-        raise ConfigError(
-            f"dropout must be in [0, 1), got {dropout!r}", "use 0 to turn dropout off"
-        )
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}", "use 0 to turn dropout off")
     kwargs: dict = {"in_shape": in_shape, "num_classes": num_classes}
     if info.supports_dropout:
         kwargs["dropout"] = float(dropout)
@@ -150,8 +146,5 @@ def count_params(model: nn.Module, *, paper_convention: bool = True) -> int:
         return sum(p.numel() for p in model.parameters())
     layers = (nn.modules.conv._ConvNd, nn.Linear)
     return sum(
-        p.numel()
-        for m in model.modules()
-        if isinstance(m, layers)
-        for p in m.parameters(recurse=False)
+        p.numel() for m in model.modules() if isinstance(m, layers) for p in m.parameters(recurse=False)
     )
