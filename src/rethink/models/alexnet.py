@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rethink.models.lrn import LocalResponseNorm, from_tf_lrn
+from rethink.models.mlp import fc_stack
 from rethink.models.registry import register_model
 
 TF_CIFAR10_LRN = from_tf_lrn(depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75)
@@ -106,15 +107,8 @@ class AlexNet(nn.Module):
             ]
             c, h, w = width, same_pads(h, 3, 2)[0], same_pads(w, 3, 2)[0]
         self.features = nn.Sequential(*features)
-        classifier: list[nn.Module] = [nn.Flatten()]
         fan_in = c * h * w  # 64 * 7 * 7 = 3136 at 28x28
-        for width in fc_widths:
-            classifier += [nn.Linear(fan_in, width), nn.ReLU(inplace=True)]
-            if dropout > 0:
-                classifier.append(nn.Dropout(dropout))
-            fan_in = width
-        classifier.append(nn.Linear(fan_in, num_classes))
-        self.classifier = nn.Sequential(*classifier)
+        self.classifier = nn.Sequential(nn.Flatten(), *fc_stack(fan_in, fc_widths, num_classes, dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)  # (N, 64, 7, 7) at 28x28

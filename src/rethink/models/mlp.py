@@ -10,10 +10,26 @@ on, follows each hidden ReLU. Initialization: PyTorch defaults (the paper does n
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from rethink.models.registry import register_model
+
+
+def fc_stack(fan_in: int, widths: Sequence[int], num_classes: int, dropout: float) -> list[nn.Module]:
+    """[Linear -> ReLU (-> Dropout)] per hidden width, then the Linear output layer.
+
+    The fully connected part of both the MLPs and AlexNet.
+    """
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(fan_in, width), nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        fan_in = width
+    layers.append(nn.Linear(fan_in, num_classes))
+    return layers
 
 
 class MLP(nn.Module):
@@ -37,15 +53,8 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        fan_in = math.prod(in_shape)
-        for _ in range(depth):
-            layers += [nn.Linear(fan_in, width), nn.ReLU(inplace=True)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            fan_in = width
-        layers.append(nn.Linear(fan_in, num_classes))
-        self.net = nn.Sequential(*layers)
+        hidden = fc_stack(math.prod(in_shape), [width] * depth, num_classes, dropout)
+        self.net = nn.Sequential(nn.Flatten(), *hidden)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (N, C, H, W) -> (N, num_classes)
