@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     v = software_versions()
-    print(f"torch {v['torch']}, {v['torch_threads']} threads, {v['processor'] or v['machine']}")
+    print(f"torch {v['torch']}, {v['torch_threads']} threads, {v['cpu']}")
     print(f"{'model':<16} {'precision':<9} {'images/s':>9}   (per-epoch: min..max)")
     with tempfile.TemporaryDirectory() as out:
         for model in args.models.split(","):

@@ -52,7 +52,7 @@ def software_versions(device: torch.device | None = None) -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": platform.processor(),
+        "cpu": _cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
         "device": str(device) if device is not None else None,
@@ -60,6 +60,16 @@ def software_versions(device: torch.device | None = None) -> dict[str, Any]:
         if device is not None and device.type == "cuda"
         else None,
     }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _git_commit() -> str | None:
