@@ -248,3 +248,19 @@ def test_prepare_mnist_shape_without_crop():
 def test_prepare_refuses_other_dtypes():
     with pytest.raises(ConfigError, match="uint8 or float NHWC"):
         prepare(torch.zeros(1, 32, 32, 3, dtype=torch.int64), 28)
+
+
+def test_random_rotate_turns_images_within_the_bound():
+    from rethink.data.preprocess import random_rotate
+
+    x = torch.zeros(64, 1, 15, 15)
+    x[:, :, 7, 10:] = 1.0  # a bar from the centre to the right edge
+    out = random_rotate(x, 25.0, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    ys, xs = torch.meshgrid(torch.arange(15.0) - 7, torch.arange(15.0) - 7, indexing="ij")
+    angles = torch.rad2deg(torch.atan2((out[:, 0] * ys).sum((1, 2)), (out[:, 0] * xs).sum((1, 2))))
+    assert angles.abs().max() <= 27  # the bar's direction moved by at most ~25 degrees
+    assert angles.std() > 5  # and by different angles for different images
+    same = random_rotate(x, 25.0, torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)
+    assert torch.allclose(random_rotate(x, 0.0, torch.Generator()), x, atol=1e-5)

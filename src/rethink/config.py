@@ -19,7 +19,7 @@ from typing import Any
 from rethink.data.corruption import CORRUPTIONS, GAUSSIAN_STATS, LABEL_NOISE_CONVENTIONS
 from rethink.errors import ConfigError
 
-AUGMENTATIONS = ("crop", "flip")
+AUGMENTATIONS = ("crop", "flip", "rotate")  # rotate: uniform in +-25 degrees (Table 4)
 PRECISIONS = ("fp32", "bf16")
 CIFAR10_TRAIN_SIZE = 50_000  # the paper's epoch, the unit of the default decay schedule
 
@@ -52,7 +52,7 @@ class RunConfig:
     decay_samples: int | None = CIFAR10_TRAIN_SIZE
     batch_size: int = 128
     weight_decay: float = 0.0  # explicit regularizers are all off by default (pitfall 6)
-    augment: tuple[str, ...] = ()  # subset of ("crop", "flip")
+    augment: tuple[str, ...] = ()  # subset of ("crop", "flip", "rotate")
 
     # budget and stopping
     max_epochs: int = 100

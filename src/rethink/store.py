@@ -60,6 +60,20 @@ CREATE TABLE IF NOT EXISTS runs (
     versions TEXT,
     started_at TEXT, finished_at TEXT
 );
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id TEXT PRIMARY KEY,
+    preset TEXT NOT NULL,
+    options TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweep_points (
+    sweep_id TEXT NOT NULL REFERENCES sweeps(sweep_id),
+    experiment TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    PRIMARY KEY (sweep_id, experiment, labels)
+);
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     epoch INTEGER NOT NULL,
@@ -207,7 +221,54 @@ class Store:
                 (status, *(summary.get(k) for k in keys), _now(), run_id),
             )
 
+    def register_sweep(
+        self, sweep_id: str, preset: str, options: dict[str, Any], points: Sequence[dict[str, Any]]
+    ) -> None:
+        """Record a sweep and its points (experiment, labels, run id, config); idempotent."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO sweeps VALUES (?, ?, ?, ?)",
+                (sweep_id, preset, json.dumps(options, sort_keys=True), _now()),
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO sweep_points VALUES (?, ?, ?, ?, ?)",
+                [
+                    (sweep_id, p["experiment"], json.dumps(p["labels"], sort_keys=True), p["run_id"],
+                     json.dumps(p["config"], sort_keys=True))
+                    for p in points
+                ],
+            )
+
+    def mark_failed(self, run_id: str, config: dict[str, Any], message: str) -> None:
+        """Store a run that raised as `failed` with its error (inserting the row if needed)."""
+        with self.transaction() as c:
+            c.execute(
+                """INSERT INTO runs (run_id, config, status, dataset, model, corruption, p, message,
+                       started_at, finished_at)
+                   VALUES (?, ?, 'failed', ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(run_id) DO UPDATE SET status='failed', message=excluded.message,
+                       finished_at=excluded.finished_at""",
+                (run_id, json.dumps(config, sort_keys=True), config.get("dataset"), config.get("model"),
+                 config.get("corruption"), config.get("p"), message, _now(), _now()),
+            )
+
     # ------------------------------------------------------------------ reads
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM sweeps ORDER BY created_at").fetchall()
+        return [{**dict(r), "options": json.loads(r["options"])} for r in rows]
+
+    def sweep_points(self, sweep_id: str) -> list[dict[str, Any]]:
+        """The sweep's points, each with its labels (dict) and its run row (None if not started)."""
+        rows = self.conn.execute(
+            "SELECT experiment, labels, run_id, config FROM sweep_points WHERE sweep_id = ? "
+            "ORDER BY experiment, labels", (sweep_id,)
+        ).fetchall()
+        return [
+            {"experiment": r["experiment"], "labels": json.loads(r["labels"]), "run_id": r["run_id"],
+             "config": json.loads(r["config"]), "run": self.get_run(r["run_id"])}
+            for r in rows
+        ]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()

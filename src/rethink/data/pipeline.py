@@ -4,7 +4,8 @@ Order of operations, computed once before training and never redrawn:
   subset (stratified, subset seed) -> [centre crop, for pixel tests] -> randomization test
   (corruption seed) -> centre crop + per-image whitening of train and test.
 With random-crop augmentation the training images are also kept at full resolution and each
-batch is cropped, flipped and whitened on the fly, vectorized over the batch.
+batch is cropped and whitened on the fly; flips and rotations apply to the whitened batch. All
+of it is vectorized over the batch.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from rethink.data.preprocess import (
     prepare,
     random_crop,
     random_flip,
+    random_rotate,
     stratified_subset,
     to_unit_float,
 )
 from rethink.data.sources import RawDataset
 from rethink.errors import ConfigError
+
+ROTATE_DEGREES = 25.0  # Table 4: "random rotation up to 25 degrees"
 
 # Random crops shift by up to this many pixels in total per axis: 32 -> 28 on CIFAR-10. When the
 # stored image is no larger than the input, it is zero-padded to make room for the same shifts.
@@ -72,6 +76,8 @@ class RunData:
             x = self.train_x[idx]
         if "flip" in self.augment:
             x = random_flip(x, generator)
+        if "rotate" in self.augment:  # after whitening: the zero fill is the image's mean
+            x = random_rotate(x, ROTATE_DEGREES, generator)
         return x.contiguous(memory_format=self.memory_format)
 
 

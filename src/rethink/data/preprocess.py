@@ -144,3 +144,20 @@ def prepare(images: torch.Tensor, size: int) -> torch.Tensor:
             "pass the dataset's image tensor",
         )
     return per_image_whitening(center_crop(x, size)).contiguous()
+
+
+def random_rotate(x: torch.Tensor, max_degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """Rotate each image of a float NCHW batch by a uniform angle in [-max_degrees, max_degrees].
+
+    One affine grid for the whole batch and bilinear sampling; corners that come from outside
+    the image are zero (the image mean, on whitened inputs).
+    """
+    n = x.shape[0]
+    u = torch.rand(n, generator=generator, device=generator.device).to(x.device)
+    angle = (2 * u - 1) * math.radians(max_degrees)
+    cos, sin = angle.cos(), angle.sin()
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                                           align_corners=False)

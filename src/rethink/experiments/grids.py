@@ -1,0 +1,283 @@
+"""The paper's experiments as declarative grids of RunConfigs, and the presets that size them.
+
+An experiment is a function `(preset, seeds) -> list[Point]`; a point is one RunConfig plus the
+labels that place it in its table or figure. Labels always have the same keys:
+  model, corruption ("true", "partial", "random-labels", pixel tests), p (label corruption, or
+  None), regularizer ("none", "wd", "crop", "crop+wd", "dropout", "flip+rotate", ...), seed.
+Experiments share runs: equal configs have equal run ids, so e.g. Table 1's random-label rows
+and Figure 1b's p = 1 points are trained once.
+
+Presets only size things (subsets, epoch budgets, which models); they never change the
+protocol. Every reduction a preset makes is recorded with the sweep and shown in the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rethink.config import RunConfig
+from rethink.errors import ConfigError
+
+PAPER_MODELS = ("inception", "inception-nobn", "alexnet", "mlp3x512", "mlp1x512")
+FIG1_MODELS = ("inception", "alexnet", "mlp1x512")  # Figure 1b/1c's models
+PIXEL_TESTS = ("shuffled-pixels", "random-pixels", "gaussian")
+
+# Coefficient and rate the paper does not state (reference.md section 4); ours, documented.
+WEIGHT_DECAY = 5e-4
+DROPOUT = 0.5
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How big each run of a sweep is. Nothing here changes the paper's protocol."""
+
+    name: str
+    description: str
+    models: tuple[str, ...]  # the models this preset trains (experiments keep only these)
+    train_size: dict[str, int | None]  # per model; None = the full training set
+    test_size: int | None
+    max_epochs: dict[str, int]  # per model: the budget for fitting
+    fig1a_model: str = "inception"
+    ps: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    dataset: str = "cifar10"
+    precision: str = "fp32"
+    experiments: tuple[str, ...] | None = None  # None = every experiment
+
+    def config(self, model: str, **fields: Any) -> RunConfig:
+        return RunConfig(
+            dataset=self.dataset,
+            model=model,
+            train_size=self.train_size.get(model),
+            test_size=self.test_size,
+            max_epochs=self.max_epochs[model],
+            precision=self.precision,
+            **fields,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Point:
+    experiment: str
+    labels: dict[str, Any]
+    config: RunConfig = field(compare=False)
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+
+# ---------------------------------------------------------------- regularizers as config fields
+
+REGULARIZERS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "wd": {"weight_decay": WEIGHT_DECAY},
+    "crop": {"augment": ("crop",)},
+    "crop+wd": {"augment": ("crop",), "weight_decay": WEIGHT_DECAY},
+    "flip": {"augment": ("flip",)},
+    "flip+rotate": {"augment": ("flip", "rotate")},
+    "dropout": {"dropout": DROPOUT},
+}
+
+
+def _corruption_fields(corruption: str, p: float | None) -> dict[str, Any]:
+    """p = 0 is the true labels and p = 1 is random labels: the same runs as Table 1's."""
+    if corruption == "partial" and p == 0:
+        return {"corruption": "true"}
+    if corruption == "partial" and p == 1:
+        return {"corruption": "random-labels"}
+    return {"corruption": corruption, "p": p if corruption == "partial" else None}
+
+
+def _point(experiment: str, preset: Preset, seed: int, model: str, corruption: str = "true",
+           p: float | None = None, regularizer: str = "none") -> Point:
+    seeds = {"corruption_seed": seed, "init_seed": seed, "data_seed": seed}  # subset fixed: 0
+    extra: dict[str, Any] = {}
+    if corruption in PIXEL_TESTS and "crop" in REGULARIZERS[regularizer].get("augment", ()):
+        extra["corrupt_before_crop"] = True
+    config = preset.config(model, **_corruption_fields(corruption, p), **REGULARIZERS[regularizer],
+                           **seeds, **extra)
+    labels = {"model": model, "corruption": corruption, "p": p, "regularizer": regularizer,
+              "seed": seed}
+    return Point(experiment, labels, config)
+
+
+# ---------------------------------------------------------------- the experiments
+
+# Table 1's rows: (model, regularizers with true labels); each model also has a random-label row.
+TABLE1_ROWS = {
+    "inception": ("crop+wd", "crop", "wd", "none"),
+    "inception-nobn": ("wd", "none"),
+    "alexnet": ("crop+wd", "crop", "wd", "none"),
+    "mlp3x512": ("wd", "none"),
+    "mlp1x512": ("wd", "none"),
+}
+# Table 4 (appendix E): random labels with one regularizer on.
+TABLE4_ROWS = {
+    "inception": ("wd", "crop", "flip+rotate"),
+    "alexnet": ("wd",),
+    "mlp3x512": ("wd",),
+    "mlp1x512": ("wd",),
+}
+# The regularization study on true labels: each explicit regularizer alone, and none.
+REGULARIZER_STUDY = ("none", "wd", "crop", "dropout")
+
+
+def table1(preset: Preset, seed: int) -> list[Point]:
+    points = []
+    for model, rows in TABLE1_ROWS.items():
+        points += [_point("table1", preset, seed, model, regularizer=r) for r in rows]
+        points.append(_point("table1", preset, seed, model, "random-labels"))
+    return points
+
+
+def fig1a(preset: Preset, seed: int) -> list[Point]:
+    return [
+        _point("fig1a", preset, seed, preset.fig1a_model, corruption)
+        for corruption in ("true", "random-labels", *PIXEL_TESTS)
+    ]
+
+
+def _label_corruption(experiment: str, preset: Preset, seed: int, ps: tuple[float, ...]) -> list[Point]:
+    return [_point(experiment, preset, seed, m, "partial", p) for m in FIG1_MODELS for p in ps]
+
+
+def fig1b(preset: Preset, seed: int) -> list[Point]:
+    return _label_corruption("fig1b", preset, seed, preset.ps)
+
+
+def fig1c(preset: Preset, seed: int) -> list[Point]:
+    return _label_corruption("fig1c", preset, seed, preset.ps)
+
+
+def memorization_order(preset: Preset, seed: int) -> list[Point]:
+    partial = tuple(p for p in preset.ps if 0 < p < 1)
+    return _label_corruption("memorization-order", preset, seed, partial)
+
+
+def fig2b(preset: Preset, seed: int) -> list[Point]:
+    return [_point("fig2b", preset, seed, m) for m in ("inception", "inception-nobn")]
+
+
+def table4(preset: Preset, seed: int) -> list[Point]:
+    return [
+        _point("table4", preset, seed, model, "random-labels", regularizer=r)
+        for model, rows in TABLE4_ROWS.items()
+        for r in rows
+    ]
+
+
+def regularizers(preset: Preset, seed: int) -> list[Point]:
+    return [
+        _point("regularizers", preset, seed, model, regularizer=r)
+        for model in PAPER_MODELS
+        for r in REGULARIZER_STUDY
+    ]
+
+
+EXPERIMENTS: dict[str, Callable[[Preset, int], list[Point]]] = {
+    "table1": table1,
+    "fig1a": fig1a,
+    "fig1b": fig1b,
+    "fig1c": fig1c,
+    "memorization-order": memorization_order,
+    "fig2b": fig2b,
+    "table4": table4,
+    "regularizers": regularizers,
+}
+
+
+# ---------------------------------------------------------------- presets
+
+
+def _per_model(value: Any, **overrides: Any) -> dict[str, Any]:
+    table = dict.fromkeys(PAPER_MODELS, value)
+    table.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    return table
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        description="every experiment on a tiny slice (CI): checks the machinery, not the science",
+        models=PAPER_MODELS,
+        train_size=_per_model(100),
+        test_size=100,
+        max_epochs=_per_model(2),
+        ps=(0.0, 0.5, 1.0),
+    ),
+    "demo": Preset(
+        name="demo",
+        description="the headline phenomena with MLP 1x512 on 10,000 real CIFAR-10 images",
+        models=("mlp1x512",),
+        train_size=_per_model(10_000),
+        test_size=None,
+        max_epochs=_per_model(60),
+        fig1a_model="mlp1x512",
+        ps=(0.0, 0.5, 1.0),
+        experiments=("table1", "fig1a", "fig1b", "fig1c", "memorization-order"),
+    ),
+    "cpu": Preset(
+        name="cpu",
+        description="every experiment sized for a 2-core CPU in about 3 hours: subsets, "
+        "cheaper models where needed",
+        models=PAPER_MODELS,
+        train_size=_per_model(5_000, mlp1x512=10_000, mlp3x512=10_000, inception=1_000,
+                              inception_nobn=1_000),
+        test_size=2_000,
+        max_epochs=_per_model(60, inception=40, inception_nobn=40),
+        fig1a_model="alexnet",
+        precision="fp32",
+    ),
+    "paper": Preset(
+        name="paper",
+        description="the paper's full scale: all 50,000 images, all models (for GPUs)",
+        models=PAPER_MODELS,
+        train_size=_per_model(None),
+        test_size=None,
+        max_epochs=_per_model(300),
+    ),
+}
+
+
+def build_points(
+    preset: Preset,
+    experiments: tuple[str, ...] | None = None,
+    models: tuple[str, ...] | None = None,
+    seeds: int = 1,
+) -> list[Point]:
+    """Every point of the chosen experiments, narrowed to the chosen models, for each seed."""
+    chosen = experiments or preset.experiments or tuple(EXPERIMENTS)
+    unknown = [e for e in chosen if e not in EXPERIMENTS]
+    if unknown:
+        raise ConfigError(f"unknown experiment(s) {', '.join(unknown)}",
+                          f"choose from {', '.join(EXPERIMENTS)}")
+    keep = models or preset.models
+    bad = [m for m in keep if m not in PAPER_MODELS]
+    if bad:
+        raise ConfigError(f"unknown model(s) {', '.join(bad)} for the paper's experiments",
+                          f"choose from {', '.join(PAPER_MODELS)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds} must be at least 1", "pass --seeds 1 or more")
+    points = [
+        point
+        for seed in range(seeds)
+        for name in chosen
+        for point in EXPERIMENTS[name](preset, seed)
+        if point.labels["model"] in keep
+    ]
+    for point in points:
+        point.config.validate()
+    return points
+
+
+def sweep_id(preset: Preset, options: dict[str, Any]) -> str:
+    text = json.dumps({"preset": preset.to_dict(), "options": options}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
