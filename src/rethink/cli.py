@@ -111,6 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     r.set_defaults(func=cmd_run)
 
+    # ---- rethink reproduce
+    from rethink.experiments.grids import EXPERIMENTS, PRESETS
+
+    x = sub.add_parser("reproduce", help="the paper's experiments as a resumable sweep, then the report")
+    x.add_argument("--preset", default="demo", help=f"one of {', '.join(PRESETS)}")
+    x.add_argument("--experiments", default=None, help=f"comma list of {', '.join(EXPERIMENTS)}")
+    x.add_argument("--models", default=None, help="comma list narrowing the preset's models")
+    x.add_argument("--seeds", type=_positive_int, default=1, help="repetitions (mean and spread)")
+    x.add_argument("--dataset", default=None, help="override the preset's dataset (e.g. folder:PATH)")
+    x.add_argument("--out", default="runs", help="output directory (results.sqlite, runs, report/)")
+    x.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    x.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    x.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    _add_data_args(x)
+    x.set_defaults(func=cmd_reproduce)
+
+    # ---- rethink report
+    rp = sub.add_parser("report", help="write the HTML/Markdown report of a sweep")
+    rp.add_argument("--out", default="runs", help="output directory holding results.sqlite")
+    rp.add_argument("--sweep", default=None, help="sweep id (default: the most recent)")
+    rp.set_defaults(func=cmd_report)
+
     # ---- rethink models
     m = sub.add_parser("models", help="list the registered models with their parameter counts")
     m.set_defaults(func=cmd_models)
@@ -189,6 +211,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         + (f" [{result.message}]" if result.message else "")
     )
     print(f"results: {args.out}/results.sqlite (run {result.run_id}), files in {args.out}/{result.run_id}/")
+    return EXIT_OK
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    import torch
+
+    from rethink.experiments.sweep import run_sweep
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_sweep(
+        args.preset,
+        experiments=_names(args.experiments),
+        models=_names(args.models),
+        seeds=args.seeds,
+        dataset=args.dataset,
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        report=not args.no_report,
+    )
+    return EXIT_OK if result.failed == 0 else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rethink.errors import StoreError
+    from rethink.report import write_report
+    from rethink.store import DB_NAME
+
+    if not (Path(args.out) / DB_NAME).exists():
+        raise StoreError(f"no results database in {args.out}/",
+                         "run `rethink reproduce` first, or pass --out")
+    print(f"report: {write_report(args.out, sweep_id=args.sweep)}")
     return EXIT_OK
 
 

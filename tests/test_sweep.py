@@ -1,0 +1,175 @@
+"""The experiment grids and the sweep engine: sharing, narrowing, skipping, and surviving a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rethink.errors import ConfigError
+from rethink.experiments.grids import PRESETS, TABLE1_ROWS, build_points
+from rethink.experiments.sweep import run_sweep, unique_runs
+
+SMOKE = PRESETS["smoke"]
+
+
+def test_table1_has_the_papers_rows():
+    points = build_points(SMOKE, ("table1",))
+    assert len(points) == 19  # 5 + 3 + 5 + 3 + 3 rows in the paper's Table 1
+    random_rows = [p for p in points if p.labels["corruption"] == "random-labels"]
+    assert {p.labels["model"] for p in random_rows} == set(TABLE1_ROWS)
+    for p in points:  # explicit regularizers only where the row says so
+        reg = p.labels["regularizer"]
+        assert (p.config.weight_decay > 0) == ("wd" in reg)
+        assert ("crop" in p.config.augment) == ("crop" in reg)
+
+
+def test_label_corruption_endpoints_share_runs_with_table1():
+    points = build_points(SMOKE, ("table1", "fig1b", "fig1c"))
+    by_p = {(p.labels["model"], p.labels["p"]): p for p in points if p.experiment == "fig1b"}
+    table1 = {p.run_id for p in points if p.experiment == "table1"}
+    for model in ("inception", "alexnet", "mlp1x512"):
+        assert by_p[(model, 0.0)].config.corruption == "true"
+        assert by_p[(model, 1.0)].config.corruption == "random-labels"
+        assert by_p[(model, 0.0)].run_id in table1 and by_p[(model, 1.0)].run_id in table1
+        assert by_p[(model, 0.5)].config.corruption == "partial" and by_p[(model, 0.5)].config.p == 0.5
+    fig1c = {p.run_id for p in points if p.experiment == "fig1c"}
+    assert fig1c == {p.run_id for p in points if p.experiment == "fig1b"}  # the same runs
+
+
+def test_every_preset_builds_valid_configs_with_regularizers_off_unless_asked():
+    for preset in PRESETS.values():
+        points = build_points(preset)
+        assert points and len(unique_runs(points)) <= len(points)
+        for p in points:
+            if p.labels["regularizer"] == "none":
+                assert p.config.weight_decay == 0 and p.config.augment == () and p.config.dropout == 0
+
+
+def test_narrowing_and_seeds():
+    points = build_points(SMOKE, ("fig1b",), ("mlp1x512",), seeds=2)
+    assert {p.labels["model"] for p in points} == {"mlp1x512"}
+    assert {p.labels["seed"] for p in points} == {0, 1}
+    assert len(unique_runs(points)) == 2 * len(SMOKE.ps)
+    seed0 = [p for p in points if p.labels["seed"] == 0]
+    assert all(p.config.corruption_seed == p.config.init_seed == 0 for p in seed0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [({"experiments": ("table9",)}, "unknown experiment"), ({"models": ("vgg",)}, "unknown model"),
+     ({"seeds": 0}, "at least 1")],
+)
+def test_bad_sweep_requests(kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        build_points(SMOKE, **kwargs)
+
+
+def test_unknown_preset(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset"):
+        run_sweep("huge", out_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def make_image_folder(root: Path, n_train: int = 12, n_test: int = 10, size: int = 32) -> Path:
+    """Ten classes of small RGB PNGs, each class its own colour pattern plus noise."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n_train), ("test", n_test)):
+        for k in range(10):
+            folder = root / split / f"class{k}"
+            folder.mkdir(parents=True)
+            base = rng.integers(0, 256, (size, size, 3))
+            for i in range(count):
+                img = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+SWEEP_ARGS = ["reproduce", "--preset", "smoke", "--experiments", "fig1b,table1",
+              "--models", "mlp1x512,alexnet", "--no-report"]
+TIMINGS = ("wall_time", "train_time", "eval_time", "started_at", "finished_at", "versions")
+
+
+def _dump(db_path: Path) -> tuple[list, list, list]:
+    db = sqlite3.connect(db_path)
+    db.row_factory = sqlite3.Row
+    runs = [{k: r[k] for k in r.keys() if k not in TIMINGS}  # noqa: SIM118 (Row iterates values)
+            for r in db.execute("SELECT * FROM runs ORDER BY run_id")]
+    epochs = [{k: r[k] for k in r.keys() if k not in TIMINGS}  # noqa: SIM118
+              for r in db.execute("SELECT * FROM epochs ORDER BY run_id, epoch")]
+    points = [tuple(r) for r in db.execute("SELECT * FROM sweep_points ORDER BY experiment, labels")]
+    return runs, epochs, points
+
+
+def _cli(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rethink", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_sweep_reruns_to_identical_results_without_duplicates(tmp_path):
+    data = make_image_folder(tmp_path / "data")
+    env = {**os.environ, "RETHINK_CACHE": str(tmp_path / "cache"), "PYTHONHASHSEED": "0"}
+    args = [*SWEEP_ARGS, "--dataset", f"folder:{data}"]
+
+    reference = _cli([*args, "--out", str(tmp_path / "a")], env)
+    out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, out
+
+    victim = _cli([*args, "--out", str(tmp_path / "b")], env)
+    db = tmp_path / "b" / "results.sqlite"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill it once some runs are done and others are not
+        if db.exists():
+            try:
+                done = sqlite3.connect(db).execute(
+                    "SELECT COUNT(*) FROM runs WHERE status != 'running'").fetchone()[0]
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 3:
+                break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    runs_at_kill = len(_dump(db)[0])
+    total = len(_dump(tmp_path / "a" / "results.sqlite")[0])
+    assert runs_at_kill >= 3 and victim.returncode == -signal.SIGKILL
+    assert runs_at_kill < total or pytest.skip("the sweep finished before the kill")
+
+    rerun = _cli([*args, "--out", str(tmp_path / "b")], env)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    assert "already finished" in out or "skipped" in out
+
+    assert _dump(db) == _dump(tmp_path / "a" / "results.sqlite")
+    check = sqlite3.connect(db)
+    assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    per_run = check.execute(
+        "SELECT r.epochs, COUNT(e.epoch) FROM runs r JOIN epochs e USING (run_id) GROUP BY r.run_id"
+    ).fetchall()
+    assert all(stored == counted for stored, counted in per_run)  # no duplicate or missing rows
+
+
+@pytest.mark.realdata
+def test_reproduce_smoke_end_to_end(shared_data_dir, tmp_path):
+    """The CI run of the smoke preset: every experiment, real CIFAR-10 slice, then the report."""
+    from rethink.cli import main
+
+    out = tmp_path / "runs"
+    assert main(["reproduce", "--preset", "smoke", "--data-dir", str(shared_data_dir),
+                 "--out", str(out)]) == 0
+    runs, epochs, points = _dump(out / "results.sqlite")
+    assert len(runs) == len(unique_runs(build_points(SMOKE)))
+    assert all(r["status"] in ("fitted", "not-fitted") for r in runs)
+    assert (out / "report" / "index.html").exists() and (out / "report" / "report.md").exists()
+    # a second invocation trains nothing
+    assert main(["reproduce", "--preset", "smoke", "--data-dir", str(shared_data_dir),
+                 "--out", str(out), "--no-report"]) == 0
+    assert _dump(out / "results.sqlite")[:2] == (runs, epochs)
