@@ -229,10 +229,10 @@ PRESETS: dict[str, Preset] = {
         description="every experiment sized for a 2-core CPU in about 3 hours: subsets, "
         "cheaper models where needed",
         models=PAPER_MODELS,
-        train_size=_per_model(5_000, mlp1x512=10_000, mlp3x512=10_000, inception=1_000,
-                              inception_nobn=1_000),
+        train_size=_per_model(2_500, mlp1x512=10_000, mlp3x512=10_000, inception=500,
+                              inception_nobn=500),
         test_size=2_000,
-        max_epochs=_per_model(60, inception=40, inception_nobn=40),
+        max_epochs=_per_model(60, alexnet=50, inception=40, inception_nobn=40),
         fig1a_model="alexnet",
         precision="fp32",
     ),
