@@ -1,0 +1,58 @@
+"""`write_report`: read a sweep from the results store and write index.html, report.md and the
+figures (PNG and SVG) into the report folder, each file atomically (temp file + os.replace).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from rethink.report.collect import load_sweep
+from rethink.report.document import FigureSpec
+from rethink.report.figures import render
+from rethink.report.html import render_html
+from rethink.report.markdown import render_markdown
+from rethink.report.sections import build_document
+
+FIGURES_DIR = "figures"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(out_dir: str | Path, *, sweep_id: str | None = None, dest: str | Path | None = None) -> Path:
+    """Write the report of one sweep (default: the most recent) and return the path of index.html.
+
+    Raises StoreError when `out_dir` holds no results database or no sweep (or not `sweep_id`).
+    """
+    sweep = load_sweep(out_dir, sweep_id)
+    dest = Path(dest) if dest is not None else Path(out_dir) / "report"
+    figures_dir = dest / FIGURES_DIR
+    figures_dir.mkdir(parents=True, exist_ok=True)
+
+    doc = build_document(sweep)
+    images: dict[str, bytes] = {}
+    for section in doc.sections:
+        for spec in section.of_type(FigureSpec):
+            png = render(spec.figure, "png")
+            atomic_write(figures_dir / f"{spec.name}.png", png)
+            atomic_write(figures_dir / f"{spec.name}.svg", render(spec.figure, "svg"))
+            images[spec.name] = png
+
+    atomic_write(dest / "report.md", render_markdown(doc, FIGURES_DIR).encode("utf-8"))
+    index = dest / "index.html"
+    atomic_write(index, render_html(doc, images).encode("utf-8"))
+    return index

@@ -1,0 +1,270 @@
+"""Read one sweep out of the results store into plain, report-ready values.
+
+A *cell* is every seed of one table cell or figure point: the points of one experiment whose
+labels agree except for the seed. Each seed's run becomes an `Outcome`; a cell summarises its
+finished outcomes as a `Stat` (mean, sample std, min, max, n) and says, in words, what is wrong
+with the others ("not run", "failed: ...", "did not fit in 60 epochs").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rethink.errors import StoreError
+from rethink.report.paper_numbers import CORRUPTION_NAMES, MODEL_NAMES, REGULARIZER_NAMES
+from rethink.store import DB_NAME, Store
+
+# The report's section order (the grids' experiment names).
+EXPERIMENT_ORDER = ("table1", "fig1a", "fig1b", "fig1c", "memorization-order", "fig2b", "table4",
+                    "regularizers")
+NOT_RUN = "not run"
+# Statuses whose final numbers are a result (diverged and failed runs have none).
+RESULT_STATUSES = ("fitted", "not-fitted")
+# Canonical orders for rows and legends (unknown names go last, alphabetically).
+MODEL_ORDER = tuple(MODEL_NAMES)
+CORRUPTION_ORDER = tuple(CORRUPTION_NAMES)
+REGULARIZER_ORDER = tuple(REGULARIZER_NAMES)
+# Experiments whose learning curves the report draws.
+CURVE_EXPERIMENTS = ("fig1a", "memorization-order", "fig2b")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One seed's run, reduced to what the report shows."""
+
+    run_id: str
+    seed: int
+    status: str  # NOT_RUN, running, fitted, not-fitted, diverged, failed
+    max_epochs: int | None
+    train_acc: float | None = None  # fractions in [0, 1]
+    test_acc: float | None = None
+    best_test_acc: float | None = None
+    steps_to_fit: int | None = None
+    steps: int | None = None
+    epochs: int | None = None
+    realized_rate: float | None = None
+    wall_time: float | None = None
+    message: str = ""
+
+    @property
+    def has_result(self) -> bool:
+        return self.status in RESULT_STATUSES
+
+    @property
+    def fitted(self) -> bool:
+        return self.status == "fitted"
+
+    def problem(self) -> str | None:
+        """What keeps this outcome from being a clean result, in words; None if nothing."""
+        if self.status == "fitted":
+            return None
+        if self.status == "not-fitted":
+            return f"did not fit in {self.epochs or self.max_epochs} epochs"
+        if self.status in ("failed", "diverged"):
+            return f"{self.status}: {self.message}" if self.message else self.status
+        if self.status == "running":
+            return "still running"
+        return NOT_RUN
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float  # sample standard deviation over seeds; 0 for one value
+    lo: float
+    hi: float
+    n: int
+
+
+def stat(values: list[float]) -> Stat | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return Stat(statistics.fmean(values), std, min(values), max(values), len(values))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Every seed of one point of one experiment."""
+
+    experiment: str
+    model: str
+    corruption: str
+    p: float | None
+    regularizer: str
+    outcomes: tuple[Outcome, ...]
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def results(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.has_result]
+
+    def stat(self, attr: str) -> Stat | None:
+        """Mean and spread of a final number over the seeds that have a result."""
+        return stat([getattr(o, attr) for o in self.results])
+
+    @property
+    def all_fitted(self) -> bool:
+        return bool(self.outcomes) and all(o.fitted for o in self.outcomes)
+
+    def problems(self) -> list[str]:
+        """Each distinct problem once, with how many seeds have it when there are several."""
+        counts: dict[str, int] = {}
+        for o in self.outcomes:
+            text = o.problem()
+            if text is not None:
+                counts[text] = counts.get(text, 0) + 1
+        if self.n_seeds == 1:
+            return list(counts)
+        return [f"{k} of {self.n_seeds} seeds: {text}" for text, k in counts.items()]
+
+    @property
+    def max_epochs(self) -> int | None:
+        return next((o.max_epochs for o in self.outcomes if o.max_epochs), None)
+
+
+@dataclass
+class SweepData:
+    """One sweep: its record, its points grouped into cells, and the curves the report draws."""
+
+    out_dir: Path
+    sweep: dict[str, Any]
+    points: list[dict[str, Any]]
+    cells: dict[tuple[Any, ...], Cell]
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run id -> epochs
+
+    @property
+    def experiments(self) -> list[str]:
+        present = {p["experiment"] for p in self.points}
+        return [e for e in EXPERIMENT_ORDER if e in present] + sorted(present - set(EXPERIMENT_ORDER))
+
+    def cell(self, experiment: str, model: str, corruption: str = "true", p: float | None = None,
+             regularizer: str = "none") -> Cell | None:
+        return self.cells.get(_key(experiment, model, corruption, p, regularizer))
+
+    def cells_of(self, experiment: str) -> list[Cell]:
+        """The experiment's cells by model, corruption, p and regularizer (the paper's orders)."""
+        cells = [c for c in self.cells.values() if c.experiment == experiment]
+        return sorted(cells, key=lambda c: (
+            _rank(MODEL_ORDER, c.model), _rank(CORRUPTION_ORDER, c.corruption),
+            -1.0 if c.p is None else c.p, _rank(REGULARIZER_ORDER, c.regularizer)))
+
+    def models(self, experiment: str | None = None) -> list[str]:
+        """The models of the sweep (or of one experiment), in the paper's order."""
+        names = {p["labels"]["model"] for p in self.points
+                 if experiment is None or p["experiment"] == experiment}
+        return sorted(names, key=lambda m: _rank(MODEL_ORDER, m))
+
+    def runs(self) -> dict[str, dict[str, Any] | None]:
+        """Distinct run id -> its runs row (None if never started)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        for p in self.points:
+            out.setdefault(p["run_id"], p["run"])
+        return out
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.points:
+            out.setdefault(p["run_id"], p["config"])
+        return out
+
+    def curve(self, run_id: str) -> list[dict[str, Any]]:
+        return self.curves.get(run_id, [])
+
+
+def _rank(order: tuple[str, ...], name: str) -> tuple[int, str]:
+    return (order.index(name), "") if name in order else (len(order), name)
+
+
+def _key(experiment: str, model: str, corruption: str, p: float | None, regularizer: str) -> tuple:
+    return (experiment, model, corruption, None if p is None else round(float(p), 6), regularizer)
+
+
+def _outcome(point: dict[str, Any]) -> Outcome:
+    run, config = point["run"], point["config"]
+    seed = int(point["labels"].get("seed") or 0)
+    max_epochs = config.get("max_epochs")
+    if run is None:
+        return Outcome(point["run_id"], seed, NOT_RUN, max_epochs)
+    message = (run.get("message") or "").strip().splitlines()
+    return Outcome(
+        run_id=point["run_id"],
+        seed=seed,
+        status=run.get("status") or NOT_RUN,
+        max_epochs=max_epochs,
+        train_acc=_finite(run.get("train_acc")),
+        test_acc=_finite(run.get("test_acc")),
+        best_test_acc=_finite(run.get("best_test_acc")),
+        steps_to_fit=run.get("steps_to_fit"),
+        steps=run.get("steps"),
+        epochs=run.get("epochs"),
+        realized_rate=_finite(run.get("realized_rate")),
+        wall_time=_finite(run.get("wall_time")),
+        message=_shorten(message[0]) if message else "",
+    )
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _shorten(text: str, limit: int = 140) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def pick_sweep(store: Store, out_dir: Path, sweep_id: str | None) -> dict[str, Any]:
+    sweeps = store.sweeps()
+    if not sweeps:
+        raise StoreError(f"no sweep in {out_dir / DB_NAME}", "run `rethink reproduce` first")
+    if sweep_id is None:
+        return sweeps[-1]
+    for s in sweeps:
+        if s["sweep_id"] == sweep_id:
+            return s
+    known = ", ".join(s["sweep_id"] for s in sweeps[-5:])
+    raise StoreError(f"no sweep {sweep_id} in {out_dir / DB_NAME}", f"known sweeps: {known}")
+
+
+def load_sweep(out_dir: str | Path, sweep_id: str | None = None) -> SweepData:
+    """The chosen sweep (default: the most recent) with its cells and learning curves."""
+    out_dir = Path(out_dir)
+    if not (out_dir / DB_NAME).is_file():  # Store() would create an empty database
+        raise StoreError(f"no sweep in {out_dir / DB_NAME}", "run `rethink reproduce` first")
+    with Store(out_dir) as store:
+        sweep = pick_sweep(store, out_dir, sweep_id)
+        points = store.sweep_points(sweep["sweep_id"])
+        grouped: dict[tuple, list[Outcome]] = {}
+        for point in points:
+            lab = point["labels"]
+            key = _key(point["experiment"], lab["model"], lab["corruption"], lab.get("p"),
+                       lab.get("regularizer") or "none")
+            grouped.setdefault(key, []).append(_outcome(point))
+        cells = {
+            key: Cell(*key, outcomes=tuple(sorted(outs, key=lambda o: o.seed)))
+            for key, outs in grouped.items()
+        }
+        curves = {
+            p["run_id"]: store.epochs(p["run_id"])
+            for p in points
+            if p["experiment"] in CURVE_EXPERIMENTS and p["run"] is not None
+        }
+    return SweepData(out_dir, sweep, points, cells, curves)
+
+
+def versions_of(run: dict[str, Any] | None) -> dict[str, Any]:
+    if not run or not run.get("versions"):
+        return {}
+    try:
+        value = json.loads(run["versions"])
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

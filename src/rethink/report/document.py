@@ -1,0 +1,126 @@
+"""The report as data: sections of paragraphs, tables and figures, rendered to HTML and Markdown.
+
+Cells are already-formatted strings, so both renderers show exactly the same numbers. The
+number formats live here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from matplotlib.figure import Figure
+
+from rethink.report.collect import Cell, Stat
+
+HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
+VERDICTS = (HOLDS, FAILS, NOT_MEASURED)
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    name: str  # file stem under figures/
+    caption: str
+    figure: Figure
+
+
+@dataclass(frozen=True)
+class Finding:
+    claim: str
+    measured: str
+    paper: str
+    verdict: str  # one of VERDICTS
+
+    @property
+    def line(self) -> str:
+        """The one-line form: claim: measured; paper ... - verdict."""
+        paper = f"; paper: {self.paper}" if self.paper else ""
+        return f"{self.claim}: {self.measured}{paper} - {self.verdict}"
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: list[str]
+
+
+Block = str | Bullets | Table | FigureSpec | Finding  # a str is a paragraph
+
+
+@dataclass
+class Section:
+    """A titled run of blocks, rendered in order; consecutive findings form one list."""
+
+    id: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def add(self, *blocks: Block) -> Section:
+        self.blocks.extend(blocks)
+        return self
+
+    def of_type(self, kind: type) -> list:
+        return [b for b in self.blocks if isinstance(b, kind)]
+
+
+@dataclass
+class Document:
+    title: str
+    sections: list[Section]
+
+
+# ------------------------------------------------------------------ number formats
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    """A fraction in [0, 1] as a percentage without the sign, e.g. 0.9905 -> '99.05'."""
+    return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+def fmt_stat(s: Stat | None, n_seeds: int = 1, *, scale: float = 100.0, digits: int = 2) -> str:
+    """mean, with '± std (n=k)' when the cell has several seeds."""
+    if s is None:
+        return "-"
+    text = f"{scale * s.mean:.{digits}f}"
+    if n_seeds > 1:
+        of = f" of {n_seeds}" if s.n < n_seeds else ""
+        text += f" ± {scale * s.std:.{digits}f} (n={s.n}{of})"
+    return text
+
+
+def cell_value(cell: Cell | None, attr: str, *, scale: float = 100.0, digits: int = 2) -> str:
+    """A cell's number, or what is missing: 'not in sweep', 'not run', 'failed: ...'."""
+    if cell is None:
+        return "not in sweep"
+    s = cell.stat(attr)
+    if s is None:  # the notes column carries the messages; here the status words only
+        words = dict.fromkeys(o.status if o.status != "running" else "still running" for o in cell.outcomes)
+        return " / ".join(words) or "-"
+    return fmt_stat(s, cell.n_seeds, scale=scale, digits=digits)
+
+
+def notes_of(cell: Cell | None) -> str:
+    """The cell's problems in words ('did not fit in 60 epochs', 'not run', ...), or ''."""
+    return "" if cell is None else "; ".join(cell.problems())
+
+
+def fmt_int(n: int | float | None) -> str:
+    return "-" if n is None else f"{round(n):,}"
+
+
+def fmt_p(p: float | None) -> str:
+    return "-" if p is None else f"{p:g}"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"

@@ -1,0 +1,286 @@
+"""Assemble the report: a header (what was run, at what scale, with what software), one section
+per experiment present in the sweep (tables and figures), and the findings.
+
+This is where sweep data becomes the plain data the figure functions take.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from rethink.report import analysis, figures, findings, tables
+from rethink.report import paper_numbers as paper
+from rethink.report.collect import NOT_RUN, SweepData, versions_of
+from rethink.report.document import (
+    FAILS,
+    HOLDS,
+    NOT_MEASURED,
+    Bullets,
+    Document,
+    FigureSpec,
+    Finding,
+    Section,
+    Table,
+    duration,
+    fmt_int,
+    fmt_p,
+)
+from rethink.report.paper_numbers import model_name
+
+VERSION_KEYS = ("rethink", "git_commit", "python", "torch", "numpy", "cuda", "device", "device_name",
+                "cpu", "torch_threads", "platform")
+
+
+# ------------------------------------------------------------------ header
+
+
+def _preset(sweep: SweepData) -> dict[str, Any]:
+    preset = sweep.sweep.get("options", {}).get("preset")
+    return preset if isinstance(preset, dict) else {}
+
+
+def _model_scale(sweep: SweepData, model: str) -> str:
+    """'AlexNet: 5,000 of 50,000 training images; test 2,000 of 10,000; at most 60 epochs'."""
+    configs = [p["config"] for p in sweep.points if p["labels"]["model"] == model]
+    runs = [p["run"] for p in sweep.points if p["labels"]["model"] == model and p["run"]]
+    dataset = configs[0].get("dataset", paper.PAPER_DATASET)
+    full_train, full_test = paper.DATASET_SIZES.get(dataset, (None, None))
+
+    def size(key: str, full: int | None, what: str) -> str:
+        values = sorted({c.get(key) for c in configs}, key=lambda v: (v is None, v or 0))
+        texts = []
+        for v in values:
+            if v is None:
+                actual = {r.get(key) for r in runs if r.get(key)}
+                n = next(iter(actual)) if len(actual) == 1 else full
+                texts.append(f"all {fmt_int(n)} {what}" if n else f"all {what}")
+            elif full:
+                texts.append(f"{fmt_int(v)} of {fmt_int(full)} {what}")
+            else:
+                texts.append(f"{fmt_int(v)} {what}")
+        return " / ".join(texts)
+
+    epochs = sorted({c.get("max_epochs") for c in configs if c.get("max_epochs")})
+    budget = "at most " + " / ".join(str(e) for e in epochs) + " epochs" if epochs else "no epoch budget"
+    return (f"{model_name(model)}: {size('train_size', full_train, 'training images')}; "
+            f"test {size('test_size', full_test, 'images')}; {budget}")
+
+
+def _distinct(configs: list[dict[str, Any]], key: str) -> list[Any]:
+    return sorted({c.get(key) for c in configs if c.get(key) is not None}, key=str)
+
+
+def header(sweep: SweepData, verdicts: Counter) -> Section:
+    preset = _preset(sweep)
+    configs = list(sweep.configs().values())
+    runs = sweep.runs()
+    datasets = _distinct(configs, "dataset") or ["?"]
+    hashes = sorted({r["data_hash"][:12] for r in runs.values() if r and r.get("data_hash")})
+    name = preset.get("name") or sweep.sweep.get("preset", "?")
+    options = sweep.sweep.get("options", {})
+    paragraphs = [
+        f"Preset {name}: {preset.get('description', '')}".rstrip(": "),
+        f"Sweep {sweep.sweep['sweep_id']}, registered {sweep.sweep.get('created_at', '?')}; "
+        f"experiments: {', '.join(sweep.experiments)}; seeds: {options.get('seeds', 1)}.",
+        f"Data: {', '.join(datasets)} (source hash {', '.join(hashes) or 'unknown: no run started'}).",
+    ]
+    if any(d != paper.PAPER_DATASET for d in datasets):
+        paragraphs.append(f"The paper's numbers are for CIFAR-10; this sweep used {', '.join(datasets)}, "
+                          "so the comparison is not like for like.")
+    scale = [_model_scale(sweep, m) for m in sweep.models()]
+    epochs_note = ("The paper does not state its epoch counts (it trains until the training set is fit); "
+                   "here a run stops at 100% training accuracy (checked after every epoch) or at its budget.")
+    precision = _distinct(configs, "precision")
+    wd = [w for w in _distinct(configs, "weight_decay") if w]
+    dropout = [d for d in _distinct(configs, "dropout") if d]
+    choices = [
+        f"batch size {', '.join(map(str, _distinct(configs, 'batch_size')))}",
+        f"precision {', '.join(precision)}" + (" (mixed precision: the paper used fp32)"
+                                               if any(p != 'fp32' for p in precision) else ""),
+    ]
+    if wd:
+        choices.append(f"weight decay coefficient {', '.join(f'{w:g}' for w in wd)}")
+    if dropout:
+        choices.append(f"dropout rate {', '.join(f'{d:g}' for d in dropout)}")
+    silent = "Where the paper is silent we chose: " + "; ".join(choices) + "."
+
+    statuses = Counter((r or {}).get("status", NOT_RUN) for r in runs.values())
+    wall = sum((r or {}).get("wall_time") or 0.0 for r in runs.values())
+    paragraphs.append(
+        f"{len(runs)} distinct runs behind {len(sweep.points)} points: "
+        + ", ".join(f"{k} {status}" for status, k in sorted(statuses.items()))
+        + f"; total compute time {duration(wall)} (sum of the runs' wall time)."
+    )
+    paragraphs.append(f"Findings: {verdicts[HOLDS]} hold, {verdicts[FAILS]} do not hold, "
+                      f"{verdicts[NOT_MEASURED]} not measured (see the last section).")
+    return Section("setup", "Setup: what was run").add(
+        *paragraphs, "Scale relative to the paper (CIFAR-10: 50,000 training and 10,000 test images):",
+        Bullets(scale), epochs_note, silent, versions_table(runs))
+
+
+def versions_table(runs: dict[str, dict[str, Any] | None]) -> Table:
+    """Each software-version key with its distinct values over the runs (and how many runs)."""
+    seen: dict[str, Counter] = {}
+    for run in runs.values():
+        for key, value in versions_of(run).items():
+            if value is not None:
+                seen.setdefault(key, Counter())[str(value)] += 1
+    keys = [k for k in VERSION_KEYS if k in seen] + sorted(set(seen) - set(VERSION_KEYS))
+    rows = []
+    for key in keys:
+        values = seen[key]
+        text = ", ".join(v if len(values) == 1 else f"{v} ({n} runs)" for v, n in values.most_common())
+        rows.append([key, text])
+    if not rows:
+        rows.append(["-", "no run has started: no versions recorded"])
+    return Table(["software", "version"], rows, caption="Software and hardware that produced the runs.")
+
+
+# ------------------------------------------------------------------ experiment sections
+
+
+def _seeds_series(sweep: SweepData, cell: Any, key: str, scale: float = 1.0) -> list[figures.Series]:
+    out = []
+    for o in cell.outcomes:
+        x, y = analysis.series(sweep.curve(o.run_id), key, scale)
+        if x:
+            out.append((x, y))
+    return out
+
+
+def _figure_or_note(spec: FigureSpec, has_data: bool) -> FigureSpec | str:
+    return spec if has_data else f"{spec.caption} Nothing to plot yet: no run has finished an epoch."
+
+
+def section_table1(sweep: SweepData) -> Section:
+    return Section("table1", "Table 1: fitting true and random labels on CIFAR-10").add(
+        "Our numbers beside the paper's. Our runs are smaller (see Setup), so test accuracies are "
+        "expected to be lower; the shape to check is: every model fits every row, random labels test "
+        "at chance, regularizers move test accuracy by a few points.",
+        tables.table1(sweep))
+
+
+def section_fig1a(sweep: SweepData) -> Section:
+    curves = {paper.CORRUPTION_NAMES.get(c.corruption, c.corruption): _seeds_series(sweep, c, "train_loss")
+              for c in sweep.cells_of("fig1a")}
+    curves = {k: v for k, v in curves.items() if v}
+    model = ", ".join(model_name(m) for m in sweep.models("fig1a"))
+    fig = FigureSpec("fig1a_learning_curves", f"Figure 1a: {model}, training loss against steps.",
+                     figures.loss_curves(curves, f"{model} on the randomization tests"))
+    return Section("fig1a", "Figure 1a: learning curves of the randomization tests").add(
+        f"Training loss (full training set, eval mode, after each epoch) of {model} against SGD steps.",
+        _figure_or_note(fig, bool(curves)), tables.fig1a(sweep))
+
+
+def section_fig1b(sweep: SweepData) -> Section:
+    lines, missing = {}, []
+    for model in sweep.models("fig1b"):
+        pts = analysis.slowdown_points(sweep, "fig1b", model)
+        if pts:
+            lines[model_name(model)] = pts
+        else:
+            missing.append(model_name(model))
+    section = Section("fig1b", "Figure 1b: convergence slowdown").add(
+        "Steps to reach 100% training accuracy, relative to the same model on true labels (p = 0), "
+        "against the label corruption p. Hollow markers: the run did not fit within its budget and is "
+        "drawn at the budget, a lower bound.")
+    if missing:
+        section.add(f"Not drawn (no fitted p = 0 run to compare with): {', '.join(missing)}.")
+    fig = FigureSpec("fig1b_slowdown", "Figure 1b: relative time to fit against p.", figures.slowdown(lines))
+    return section.add(_figure_or_note(fig, bool(lines)), tables.fig1b(sweep))
+
+
+def section_fig1c(sweep: SweepData) -> Section:
+    lines = {model_name(m): analysis.error_points(sweep, "fig1c", m) for m in sweep.models("fig1c")}
+    lines = {k: v for k, v in lines.items() if v}
+    fig = FigureSpec("fig1c_test_error", "Figure 1c: test error against p.",
+                     figures.error_growth(lines, 100 - paper.CHANCE_ACC))
+    return Section("fig1c", "Figure 1c: generalization error growth").add(
+        "Test error at the end of training against the label corruption p; the dashed line is chance "
+        "(90%). Error bars: min-max over seeds.",
+        _figure_or_note(fig, bool(lines)), tables.fig1c(sweep))
+
+
+def section_memorization(sweep: SweepData) -> Section:
+    panels = {}
+    for model in sweep.models("memorization-order"):
+        for cell in analysis.partial_cells(sweep, "memorization-order", model):
+            curves = {
+                "clean": _seeds_series(sweep, cell, "train_acc_clean", 100),
+                "corrupted": _seeds_series(sweep, cell, "train_acc_corrupted", 100),
+                "all": _seeds_series(sweep, cell, "train_acc", 100),
+            }
+            if any(curves.values()):
+                panels[(model_name(model), f"p = {fmt_p(cell.p)}")] = curves
+    fig = FigureSpec("memorization_order", "Clean (blue) vs corrupted (red) training accuracy; dotted: all "
+                     "examples.", figures.clean_vs_corrupted(panels))
+    return Section("memorization-order", "Memorization order: clean before corrupted examples").add(
+        "Training accuracy on the examples whose label the corruption kept (clean) and on those it "
+        "changed (corrupted), against SGD steps. Not a figure of the paper: it checks the order in "
+        "which the partially corrupted sets of Figure 1b/1c are fitted (Arpit et al. 2017).",
+        _figure_or_note(fig, bool(panels)), tables.memorization_order(sweep))
+
+
+def section_fig2b(sweep: SweepData) -> Section:
+    curves = {}
+    for cell in sweep.cells_of("fig2b"):
+        runs = []
+        for o in cell.outcomes:
+            rows = [r for r in sweep.curve(o.run_id)
+                    if None not in (r.get("train_acc"), r.get("test_acc"), r.get("best_test_acc"))]
+            if rows:
+                runs.append(figures.AccCurve([r["step"] for r in rows], [100 * r["train_acc"] for r in rows],
+                                             [100 * r["test_acc"] for r in rows],
+                                             [100 * r["best_test_acc"] for r in rows]))
+        if runs:
+            curves[model_name(cell.model)] = runs
+    fig = FigureSpec("fig2b_batchnorm", "Figure 2b: Inception with and without BatchNorm.",
+                     figures.batchnorm_curves(curves))
+    return Section("fig2b", "Figure 2b: BatchNorm and early stopping").add(
+        "Inception with and without BatchNorm, all explicit regularizers off: training accuracy (dashed) "
+        "and test accuracy (solid) against steps; the shaded band reaches up to the best test accuracy "
+        "so far, what early stopping could have kept.",
+        _figure_or_note(fig, bool(curves)), tables.fig2b(sweep))
+
+
+def section_table4(sweep: SweepData) -> Section:
+    return Section("table4", "Table 4: random labels with explicit regularizers").add(
+        "Random labels with one regularizer on. The paper: everything still fits except AlexNet with "
+        "weight decay, which failed to converge.",
+        tables.table4(sweep))
+
+
+def section_regularizers(sweep: SweepData) -> Section:
+    return Section("regularizers", "Explicit regularizers one at a time").add(
+        "True labels, each explicit regularizer alone. The paper's claim: regularizers may improve test "
+        "accuracy, but the models generalize without them.",
+        tables.regularizers(sweep))
+
+
+SECTIONS = {
+    "table1": section_table1,
+    "fig1a": section_fig1a,
+    "fig1b": section_fig1b,
+    "fig1c": section_fig1c,
+    "memorization-order": section_memorization,
+    "fig2b": section_fig2b,
+    "table4": section_table4,
+    "regularizers": section_regularizers,
+}
+
+
+def findings_section(found: list[Finding]) -> Section:
+    return Section("findings", "Findings: the paper's claims against our runs").add(
+        "Each claim, with what we measured (means over seeds), the paper's value, and the verdict. "
+        "Thresholds:", Bullets(list(findings.THRESHOLDS)), *found)
+
+
+def build_document(sweep: SweepData) -> Document:
+    found = findings.findings(sweep)
+    verdicts = Counter(f.verdict for f in found)
+    sections = [header(sweep, verdicts)]
+    sections += [SECTIONS[e](sweep) for e in sweep.experiments if e in SECTIONS]
+    sections.append(findings_section(found))
+    preset = _preset(sweep).get("name") or sweep.sweep.get("preset", "")
+    return Document(f"Rethinking generalization: reproduction report ({preset})", sections)

@@ -1,0 +1,237 @@
+"""The report: a hand-made results store (the smoke preset's real points, synthetic runs with a
+few missing, failed, diverged and still running) rendered to HTML, Markdown and figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from rethink.errors import StoreError
+from rethink.experiments.grids import PRESETS, build_points, sweep_id
+from rethink.report import write_report
+from rethink.report.analysis import kendall_tau
+from rethink.report.collect import Stat
+from rethink.report.document import fmt_stat
+from rethink.store import DB_NAME, Store
+
+BUDGET = 20  # epochs; one SGD step per epoch (100 images, batch 128)
+VERSIONS = {"rethink": "0.1.0", "git_commit": "abc123", "python": "3.11.2", "torch": "2.5.0+cpu",
+            "cpu": "Test CPU", "device": "cpu"}
+FIT_EPOCH = {"inception": 4, "inception-nobn": 5, "alexnet": 6, "mlp3x512": 3, "mlp1x512": 3}
+TEST_ACC = {"inception": 0.60, "inception-nobn": 0.55, "alexnet": 0.45, "mlp3x512": 0.42, "mlp1x512": 0.40}
+
+# Deliberate trouble, keyed by (experiment, model, corruption, p, regularizer).
+NOT_RUN = ("table1", "inception-nobn", "random-labels", None, "none")
+FAILED = ("table1", "mlp3x512", "true", None, "wd")
+DIVERGED = ("table1", "inception", "true", None, "crop")
+RUNNING = ("fig1a", "inception", "gaussian", None, "none")
+NOT_FITTED = ("table1", "alexnet", "random-labels", None, "none")  # also Figure 1b/1c's p = 1
+
+
+def _key(point) -> tuple:
+    lab = point.labels
+    return (point.experiment, lab["model"], lab["corruption"], lab["p"], lab["regularizer"])
+
+
+def _hardness(config: dict) -> float:
+    """Fraction of labels randomized, or pixel tests' equivalent."""
+    corruption = config["corruption"]
+    return {"true": 0.0, "partial": config["p"] or 0.0, "random-labels": 1.0}.get(corruption, 0.6)
+
+
+def _synthetic_run(config: dict, fits: bool) -> tuple[list[dict], dict]:
+    model, h = config["model"], _hardness(config)
+    fit_epoch = round(FIT_EPOCH[model] * (1 + 2 * h))
+    if not fits:
+        fit_epoch = BUDGET + 10
+    random_test = 0.101 if model == "mlp1x512" else 0.098
+    test = TEST_ACC[model] * (1 - h) + random_test * h if config["corruption"] in ("true", "partial") else (
+        random_test)
+    if config["weight_decay"]:
+        test += 0.01
+    split = config["corruption"] == "partial"
+    rows, best = [], 0.0
+    for epoch in range(1, min(fit_epoch, BUDGET) + 1):
+        frac = epoch / fit_epoch
+        clean, corrupted = min(1.0, 1.6 * frac), frac**3
+        acc = (1 - 0.9 * h) * clean + 0.9 * h * corrupted if split else min(1.0, frac)
+        acc = 1.0 if epoch == fit_epoch else acc
+        test_acc = test * min(1.0, 0.5 + frac)
+        best = max(best, test_acc)
+        rows.append({"epoch": epoch, "step": epoch, "lr": 0.01, "train_loss": 2.3 * (1 - acc) + 0.01,
+                     "train_acc": acc, "train_acc_clean": clean if split else None,
+                     "train_acc_corrupted": (1.0 if epoch == fit_epoch else corrupted) if split else None,
+                     "test_loss": 2.0, "test_acc": test_acc, "best_test_acc": best, "wall_time": 0.5 * epoch,
+                     "train_time": 0.3, "eval_time": 0.1})
+    last = rows[-1]
+    fitted = fit_epoch <= BUDGET
+    summary = {"epochs": len(rows), "steps": last["step"], "steps_to_fit": last["step"] if fitted else None,
+               "train_loss": last["train_loss"], "train_acc": last["train_acc"], "test_loss": 2.0,
+               "test_acc": last["test_acc"], "best_test_acc": best, "wall_time": last["wall_time"],
+               "message": ""}
+    return rows, summary
+
+
+def make_store(out: Path, *, seeds: int = 1, experiments=None, models=None, trouble: bool = True) -> str:
+    preset = dataclasses.replace(PRESETS["smoke"], max_epochs=dict.fromkeys(PRESETS["smoke"].models, BUDGET))
+    points = build_points(preset, experiments, models, seeds)
+    options = {"preset": preset.to_dict(), "experiments": list(experiments or ()),
+               "models": list(models or ()), "seeds": seeds}
+    sid = sweep_id(preset, options)
+    by_run = {}
+    for p in points:
+        by_run.setdefault(p.run_id, set()).add(_key(p))
+    with Store(out) as store:
+        store.register_sweep(sid, preset.name, options, [
+            {"experiment": p.experiment, "labels": p.labels, "run_id": p.run_id, "config": p.config.to_dict()}
+            for p in points])
+        for point in {p.run_id: p for p in points}.values():
+            keys, config = by_run[point.run_id], point.config.to_dict()
+            if trouble and NOT_RUN in keys:
+                continue
+            if trouble and FAILED in keys:
+                store.mark_failed(point.run_id, config, "RuntimeError: out of memory\nTraceback ...")
+                continue
+            store.start_run(point.run_id, config, versions=VERSIONS, realized_rate=0.9 * _hardness(config),
+                            data_hash="d" * 64, train_size=100, test_size=100)
+            fits = not (trouble and NOT_FITTED in keys)
+            rows, summary = _synthetic_run(config, fits)
+            if trouble and RUNNING in keys:
+                store.write_epoch(point.run_id, rows[0])
+                continue
+            for row in rows:
+                store.write_epoch(point.run_id, row)
+            status = "fitted" if summary["steps_to_fit"] else "not-fitted"
+            if trouble and DIVERGED in keys:
+                status, summary = "diverged", {**summary, "message": "loss became nan at step 7",
+                                               "train_acc": None, "test_acc": None}
+            store.finish_run(point.run_id, status, summary)
+    return sid
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    sid = make_store(out)
+    index = write_report(out)
+    return {"out": out, "sweep": sid, "index": index, "md": (index.parent / "report.md").read_text(),
+            "html": index.read_text()}
+
+
+def _finding(md: str, start: str) -> str:
+    lines = [line for line in md.splitlines() if line.startswith(f"- {start}")]
+    assert len(lines) == 1, (start, lines)
+    return lines[0]
+
+
+def test_files_exist_and_figures_are_valid(report):
+    folder = report["index"].parent
+    assert report["index"] == report["out"] / "report" / "index.html"
+    assert (folder / "report.md").is_file()
+    names = ["fig1a_learning_curves", "fig1b_slowdown", "fig1c_test_error", "memorization_order",
+             "fig2b_batchnorm"]
+    for name in names:
+        png = (folder / "figures" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        svg = (folder / "figures" / f"{name}.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg and svg.rstrip().endswith("</svg>")
+        assert f"(figures/{name}.png)" in report["md"]
+    assert not list(folder.rglob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_html_is_self_contained(report):
+    html = report["html"]
+    srcs = re.findall(r'\bsrc\s*=\s*"([^"]*)"', html)
+    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert all(h.startswith("#") for h in re.findall(r'\bhref\s*=\s*"([^"]*)"', html))
+    assert "<link" not in html and "<script" not in html and "<style>" in html
+
+
+def test_table1_has_paper_and_our_numbers(report):
+    md = report["md"]
+    for paper_value in ("89.05", "86.03", "85.75", "9.78", "83.00", "76.07", "99.34", "10.61", "1,649,402"):
+        assert paper_value in md
+    row = next(line for line in md.splitlines() if line.startswith("| MLP 1x512 | 1,209,866 | no | no |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4:8] == ["100.00", "100.0", "40.00", "50.51"]
+    assert "failed to converge" in md  # Table 4's AlexNet + weight decay
+
+
+def test_problems_are_marked(report):
+    md = report["md"]
+    nobn = next(line for line in md.splitlines()
+                if line.startswith("| Inception w/o BatchNorm (fitting random labels)"))
+    assert "not run" in nobn
+    assert "failed: RuntimeError: out of memory" in md and "Traceback" not in md
+    assert "diverged: loss became nan at step 7" in md
+    assert "did not fit in 20 epochs" in md
+    assert "still running" in md
+    assert 'class="warn"' in report["html"]
+
+
+def test_header_states_the_reductions(report):
+    md = report["md"]
+    assert "Preset smoke" in md
+    assert "AlexNet: 100 of 50,000 training images; test 100 of 10,000 images; at most 20 epochs" in md
+    assert "torch" in md and "2.5.0+cpu" in md and "abc123" in md
+    assert "dddddddddddd" in md  # data hash prefix
+    assert "1 failed" in md and "1 not run" in md and "1 running" in md and "1 diverged" in md
+
+
+def test_findings_verdicts(report):
+    md = report["md"]
+    line = _finding(md, "MLP 1x512 fits random labels")
+    assert "100.0% train, 10.1% test; paper: 99.34 / 10.61" in line and line.endswith("**holds**")
+    assert _finding(md, "AlexNet fits random labels").endswith("**does not hold**")  # not fitted
+    assert _finding(md, "Inception w/o BatchNorm fits random labels").endswith("**not measured**")
+    assert _finding(md, "AlexNet + weight decay fails").endswith("**does not hold**")  # it fitted here
+    assert _finding(md, "pixel randomizations").endswith("**holds**")
+    for model in ("Inception", "AlexNet", "MLP 1x512"):
+        assert _finding(md, f"{model}: steps to fit grow").endswith("**holds**")
+        assert _finding(md, f"{model}: test error grows").endswith("**holds**")
+        assert _finding(md, f"{model} fits clean examples before").endswith("**holds**")
+    assert "≥" in _finding(md, "AlexNet: steps to fit grow")  # p = 1 did not fit: a lower bound
+    assert _finding(md, "MLP 3x512 generalizes well above chance").endswith("**holds**")
+    assert _finding(md, "BatchNorm improves").endswith("**holds**")
+    assert _finding(md, "Inception: early stopping").endswith("**holds**")
+    assert _finding(md, "MLP 1x512 still fits random labels with a regularizer").endswith("**holds**")
+    assert "Thresholds:" in md and "99%" in md
+
+
+def test_sections_only_for_experiments_in_the_sweep_and_not_measured(tmp_path):
+    make_store(tmp_path, experiments=("table1",), models=("mlp1x512",), seeds=2, trouble=False)
+    md = (write_report(tmp_path, dest=tmp_path / "elsewhere").parent / "report.md").read_text()
+    assert (tmp_path / "elsewhere" / "index.html").is_file()
+    assert "## Table 1" in md and "## Figure 1b" not in md and "## Table 4" not in md
+    assert "(n=2)" in md and " ± " in md
+    assert _finding(md, "steps to fit grow").endswith("**not measured**")
+    assert _finding(md, "AlexNet + weight decay").endswith("**not measured**")
+    assert "seeds: 2" in md
+
+
+def test_no_sweep_raises_store_error(tmp_path):
+    with pytest.raises(StoreError, match="no sweep in"):
+        write_report(tmp_path / "nothing")
+    assert not (tmp_path / "nothing" / DB_NAME).exists()  # reading never creates a database
+    Store(tmp_path / "empty").close()
+    with pytest.raises(StoreError, match="no sweep in") as info:
+        write_report(tmp_path / "empty")
+    assert "rethink reproduce" in info.value.hint
+
+
+def test_unknown_sweep_id(report):
+    with pytest.raises(StoreError, match="no sweep nope"):
+        write_report(report["out"], sweep_id="nope")
+    assert write_report(report["out"], sweep_id=report["sweep"]) == report["index"]  # rewrite works
+
+
+def test_helpers():
+    assert kendall_tau([0, 0.5, 1], [1, 2, 3]) == 1
+    assert kendall_tau([0, 0.5, 1], [3, 2, 1]) == -1
+    assert kendall_tau([0, 0], [1, 2]) is None
+    assert fmt_stat(Stat(0.5, 0.01, 0.49, 0.51, 3), 3) == "50.00 ± 1.00 (n=3)"
+    assert fmt_stat(Stat(0.5, 0.0, 0.5, 0.5, 1), 2) == "50.00 ± 0.00 (n=1 of 2)"
+    assert fmt_stat(None) == "-"
