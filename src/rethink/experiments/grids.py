@@ -221,7 +221,6 @@ PRESETS: dict[str, Preset] = {
         test_size=None,
         max_epochs=_per_model(60),
         fig1a_model="mlp1x512",
-        ps=(0.0, 0.5, 1.0),
         experiments=("table1", "fig1a", "fig1b", "fig1c", "memorization-order"),
     ),
     "cpu": Preset(
