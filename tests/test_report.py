@@ -75,7 +75,8 @@ def _synthetic_run(config: dict, fits: bool) -> tuple[list[dict], dict]:
     return rows, summary
 
 
-def make_store(out: Path, *, seeds: int = 1, experiments=None, models=None, trouble: bool = True) -> str:
+def make_store(out: Path, *, seeds: int = 1, experiments=None, models=None, trouble: bool = True,
+               fit: bool = True) -> str:
     preset = dataclasses.replace(PRESETS["smoke"], max_epochs=dict.fromkeys(PRESETS["smoke"].models, BUDGET))
     points = build_points(preset, experiments, models, seeds)
     options = {"preset": preset.to_dict(), "experiments": list(experiments or ()),
@@ -97,7 +98,7 @@ def make_store(out: Path, *, seeds: int = 1, experiments=None, models=None, trou
                 continue
             store.start_run(point.run_id, config, versions=VERSIONS, realized_rate=0.9 * _hardness(config),
                             data_hash="d" * 64, train_size=100, test_size=100)
-            fits = not (trouble and NOT_FITTED in keys)
+            fits = fit and not (trouble and NOT_FITTED in keys)
             rows, summary = _synthetic_run(config, fits)
             if trouble and RUNNING in keys:
                 store.write_epoch(point.run_id, rows[0])
@@ -210,6 +211,28 @@ def test_sections_only_for_experiments_in_the_sweep_and_not_measured(tmp_path):
     assert _finding(md, "steps to fit grow").endswith("**not measured**")
     assert _finding(md, "AlexNet + weight decay").endswith("**not measured**")
     assert "seeds: 2" in md
+
+
+def test_runs_out_of_budget_are_not_evidence(tmp_path):
+    make_store(tmp_path, experiments=("table1", "table4"), models=("alexnet",), trouble=False, fit=False)
+    md = (write_report(tmp_path).parent / "report.md").read_text()
+    line = _finding(md, "AlexNet fits random labels")
+    assert "did not fit in 20 epochs" in line and line.endswith("**does not hold**")
+    line = _finding(md, "AlexNet + weight decay fails")
+    assert "inconclusive" in line and line.endswith("**not measured**")
+
+
+def test_sweep_with_no_runs_yet_renders(tmp_path):
+    preset = PRESETS["smoke"]
+    points = build_points(preset)
+    with Store(tmp_path) as store:
+        store.register_sweep("s0", preset.name, {"preset": preset.to_dict(), "seeds": 1}, [
+            {"experiment": p.experiment, "labels": p.labels, "run_id": p.run_id, "config": p.config.to_dict()}
+            for p in points])
+    md = (write_report(tmp_path).parent / "report.md").read_text()
+    assert "39 not run" in md and "Nothing to plot yet" in md
+    assert not (tmp_path / "report" / "figures" / "fig1b_slowdown.png").exists()
+    assert "**holds**" not in md and "**does not hold**" not in md
 
 
 def test_no_sweep_raises_store_error(tmp_path):

@@ -38,12 +38,6 @@ class Finding:
     paper: str
     verdict: str  # one of VERDICTS
 
-    @property
-    def line(self) -> str:
-        """The one-line form: claim: measured; paper ... - verdict."""
-        paper = f"; paper: {self.paper}" if self.paper else ""
-        return f"{self.claim}: {self.measured}{paper} - {self.verdict}"
-
 
 @dataclass(frozen=True)
 class Bullets:

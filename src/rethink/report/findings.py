@@ -57,6 +57,12 @@ def _why_missing(cell: Cell | None) -> str:
     return "not in this sweep" if cell is None else "; ".join(cell.problems()) or "no result"
 
 
+def _caveats(cell: Cell) -> str:
+    """'; did not fit in 60 epochs' etc., so a failed claim says when the budget was the limit."""
+    problems = cell.problems()
+    return "; " + "; ".join(problems) if problems else ""
+
+
 def _absent(claim: str, paper_text: str, what: str = "not in this sweep") -> Finding:
     return Finding(claim, what, paper_text, NOT_MEASURED)
 
@@ -86,8 +92,8 @@ def random_labels(sweep: SweepData) -> list[Finding]:
             out.append(_absent(claim, paper_text, _why_missing(cell)))
             continue
         ok = train >= FIT_ACC and abs(test - CHANCE) <= CHANCE_TOLERANCE
-        out.append(Finding(claim, f"{train:.1f}% train, {test:.1f}% test{_seeds(cell)}", paper_text,
-                           _verdict(ok)))
+        out.append(Finding(claim, f"{train:.1f}% train, {test:.1f}% test{_seeds(cell)}{_caveats(cell)}",
+                           paper_text, _verdict(ok)))
     return out
 
 
@@ -105,7 +111,8 @@ def pixels(sweep: SweepData) -> list[Finding]:
         if train is None:
             missing.append(f"{name}: {_why_missing(c)}")
         else:
-            parts.append(f"{name} {train:.1f}%")
+            late = "" if c.all_fitted else f" ({'; '.join(c.problems())})"
+            parts.append(f"{name} {train:.1f}%{late}")
             oks.append(train >= FIT_ACC)
     if not oks:
         return [_absent(claim, paper_text, "; ".join(missing))]
@@ -205,7 +212,7 @@ def no_regularizer(sweep: SweepData) -> list[Finding]:
         if test is None:
             out.append(_absent(claim, paper_text, _why_missing(cell)))
             continue
-        out.append(Finding(claim, f"{test:.1f}% test{_seeds(cell)}", paper_text,
+        out.append(Finding(claim, f"{test:.1f}% test{_seeds(cell)}{_caveats(cell)}", paper_text,
                            _verdict(test >= CHANCE + ABOVE_CHANCE_MARGIN)))
     return out
 
@@ -224,7 +231,18 @@ def alexnet_weight_decay(sweep: SweepData) -> list[Finding]:
     measured = "; ".join(filter(None, [
         f"{train:.1f}% train{_seeds(cell)}" if train is not None else "",
         "; ".join(cell.problems()) or "fitted"]))
-    return [Finding(claim, measured, paper_text, _verdict(not any(o.fitted for o in judged)))]
+    if any(o.fitted for o in judged):
+        return [Finding(claim, measured, paper_text, FAILS)]
+    # Failing only means something if AlexNet fits random labels without weight decay (the control).
+    control = next((c for c in (sweep.cell("table1", "alexnet", "random-labels"),
+                                sweep.cell("fig1b", "alexnet", "partial", 1.0),
+                                sweep.cell("fig1c", "alexnet", "partial", 1.0)) if c is not None), None)
+    if control is None:
+        return [Finding(claim, measured + " (no control run without weight decay)", paper_text, HOLDS)]
+    if not control.all_fitted:
+        return [_absent(claim, paper_text, f"inconclusive: {measured}, but without weight decay it did not "
+                        f"fit random labels either ({'; '.join(control.problems()) or 'no result'})")]
+    return [Finding(claim, measured + "; without weight decay it fits", paper_text, HOLDS)]
 
 
 def regularized_random_fit(sweep: SweepData) -> list[Finding]:
@@ -244,7 +262,11 @@ def regularized_random_fit(sweep: SweepData) -> list[Finding]:
             cell = sweep.cell("table4", model, "random-labels", None, r.regularizer)
             train = _mean(cell, "train_acc")
             name = paper.REGULARIZER_NAMES[r.regularizer]
-            parts.append(f"{name} {train:.1f}%" if train is not None else f"{name}: {_why_missing(cell)}")
+            if train is None:
+                parts.append(f"{name}: {_why_missing(cell)}")
+            else:
+                late = "" if cell.all_fitted else f" ({'; '.join(cell.problems())})"
+                parts.append(f"{name} {train:.1f}%{late}")
             if train is not None:
                 oks.append(train >= FIT_ACC)
         if not oks:
