@@ -240,7 +240,8 @@ def section_fig2b(sweep: SweepData) -> Section:
     return Section("fig2b", "Figure 2b: BatchNorm and early stopping").add(
         "Inception with and without BatchNorm, all explicit regularizers off: training accuracy (dashed) "
         "and test accuracy (solid) against steps; the shaded band reaches up to the best test accuracy "
-        "so far, what early stopping could have kept.",
+        "so far, what early stopping could have kept. Our runs stop once they fit the training set, so "
+        "the curves (and the early-stopping comparison) end there.",
         _figure_or_note(fig, bool(curves)), tables.fig2b(sweep))
 
 
