@@ -182,3 +182,19 @@ def test_database_from_an_older_schema_gains_new_columns(tmp_path):
         _start(store)
         store.write_epoch("r1", _row(1))
         assert store.epochs("r1")[0]["test_acc"] == 0.1
+
+
+def test_readonly_store_reads_without_writing(tmp_path):
+    with Store(tmp_path) as store:
+        _start(store)
+    (tmp_path / DB_NAME).chmod(0o444)
+    try:
+        with Store(tmp_path, readonly=True) as store:
+            assert store.get_run("r1")["status"] == "running"
+            with pytest.raises(StoreError):
+                _start(store, "r2")
+    finally:
+        (tmp_path / DB_NAME).chmod(0o644)
+    with pytest.raises(StoreError, match="no results database"):
+        Store(tmp_path / "empty", readonly=True)
+    assert not (tmp_path / "empty").exists()

@@ -285,7 +285,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not (Path(args.out) / DB_NAME).exists():
         print(f"no results database in {args.out}/")
         return EXIT_OK
-    with Store(args.out) as store:
+    with Store(args.out, readonly=True) as store:
         rows = store.runs()
     print(f"{'run id':<17} {'status':<11} {'model':<15} {'dataset':<8} {'corruption':<16} "
           f"{'n':>6} {'train':>7} {'test':>7} {'steps_to_fit':>12}")

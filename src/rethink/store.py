@@ -94,9 +94,22 @@ def _now() -> str:
 class Store:
     """A thin, transactional wrapper over the results database in `out_dir`."""
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, *, readonly: bool = False) -> None:
+        """Open (creating it unless `readonly`) the database in `out_dir`.
+
+        `readonly` opens an existing database without taking write locks or creating anything,
+        so reports can be written from a read-only results folder.
+        """
         self.path = Path(out_dir) / DB_NAME
         try:
+            if readonly:
+                if not self.path.is_file():
+                    raise StoreError(f"no results database at {self.path}", "run `rethink run` first")
+                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                            timeout=30, isolation_level=None)
+                self.conn.row_factory = sqlite3.Row
+                self.conn.execute("SELECT 1 FROM runs LIMIT 1")  # fails fast on a foreign file
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
@@ -142,6 +155,10 @@ class Store:
                              "wait for the other rethink process, or pass another --out") from exc
         try:
             yield self.conn
+        except sqlite3.OperationalError as exc:  # read-only file, full disk, lost lock
+            self.conn.execute("ROLLBACK")
+            raise StoreError(f"cannot write results database {self.path}: {exc}",
+                             "check free disk space and permissions") from exc
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
@@ -255,7 +272,7 @@ class Store:
     # ------------------------------------------------------------------ reads
 
     def sweeps(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM sweeps ORDER BY created_at").fetchall()
+        rows = self.conn.execute("SELECT * FROM sweeps ORDER BY created_at, rowid").fetchall()
         return [{**dict(r), "options": json.loads(r["options"])} for r in rows]
 
     def sweep_points(self, sweep_id: str) -> list[dict[str, Any]]:

@@ -239,7 +239,7 @@ def load_sweep(out_dir: str | Path, sweep_id: str | None = None) -> SweepData:
     out_dir = Path(out_dir)
     if not (out_dir / DB_NAME).is_file():  # Store() would create an empty database
         raise StoreError(f"no sweep in {out_dir / DB_NAME}", "run `rethink reproduce` first")
-    with Store(out_dir) as store:
+    with Store(out_dir, readonly=True) as store:
         sweep = pick_sweep(store, out_dir, sweep_id)
         points = store.sweep_points(sweep["sweep_id"])
         grouped: dict[tuple, list[Outcome]] = {}
