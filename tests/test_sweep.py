@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from rethink.errors import ConfigError
-from rethink.experiments.grids import PRESETS, TABLE1_ROWS, build_points
+from rethink.experiments.grids import EXPERIMENTS, PRESETS, TABLE1_ROWS, build_points
 from rethink.experiments.sweep import run_sweep, unique_runs
 
 SMOKE = PRESETS["smoke"]
@@ -173,3 +173,13 @@ def test_reproduce_smoke_end_to_end(shared_data_dir, tmp_path):
     assert main(["reproduce", "--preset", "smoke", "--data-dir", str(shared_data_dir),
                  "--out", str(out), "--no-report"]) == 0
     assert _dump(out / "results.sqlite")[:2] == (runs, epochs)
+
+
+def test_cpu_preset_leaves_out_only_what_it_says():
+    cpu = PRESETS["cpu"]
+    points = build_points(cpu)
+    assert not [p for p in points if p.experiment == "fig1b" and p.labels["model"] == "inception"]
+    assert {p.labels["regularizer"] for p in points
+            if p.experiment == "table4" and p.labels["model"] == "inception"} == {"wd"}
+    assert {p.labels["model"] for p in points if p.experiment == "table1"} == set(TABLE1_ROWS)
+    assert {p.experiment for p in points} == set(EXPERIMENTS)
