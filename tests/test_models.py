@@ -359,3 +359,27 @@ def test_downsample_conv_uses_tensorflow_same_padding():
     assert out.shape == (1, 6, 7, 7)
     torch.testing.assert_close(out[:, :4], ref)
     torch.testing.assert_close(out[:, 4:], MaxPool2dSame(3, 2)(x))
+
+
+@pytest.mark.parametrize("scheme", ["glorot", "he"])
+def test_initialization_schemes(scheme):
+    import math
+
+    from rethink.models import initialize
+
+    torch.manual_seed(0)
+    model = initialize(create_model("alexnet"), scheme)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            assert (m.bias == 0).all()
+            fan_in = m.weight[0].numel()
+            fan_out = m.weight.shape[0] * m.weight[0, 0].numel()
+            expected = math.sqrt(2 / (fan_in + fan_out)) if scheme == "glorot" else math.sqrt(2 / fan_in)
+            assert abs(float(m.weight.detach().std()) / expected - 1) < 0.1
+
+
+def test_unknown_initialization_is_refused():
+    from rethink.models import initialize
+
+    with pytest.raises(ConfigError, match="unknown initialization"):
+        initialize(create_model("mlp1x512"), "orthogonal")

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = r.add_argument_group("model and optimization (paper protocol by default)")
     g.add_argument("--model", default="mlp1x512", help="see `rethink models`")
+    g.add_argument("--init", default="glorot",
+                   help="weight initialization: glorot (TensorFlow's default), torch or he")
     g.add_argument("--lr", type=float, default=None,
                    help="initial learning rate (default: the model's paper value)")
     g.add_argument("--momentum", type=float, default=0.9)
@@ -171,6 +173,7 @@ def config_from_args(args: argparse.Namespace):  # -> RunConfig
         corrupt_before_crop=args.corrupt_before_crop,
         model=args.model,
         dropout=args.dropout,
+        init=args.init,
         lr=args.lr,
         momentum=args.momentum,
         lr_decay=args.lr_decay,

@@ -42,6 +42,10 @@ class RunConfig:
     # model
     model: str = "mlp1x512"
     dropout: float = 0.0
+    # The paper is silent; its code was TensorFlow, whose layers default to Glorot-uniform
+    # weights and zero biases. "torch" (PyTorch's layer defaults) and "he" are switches. With
+    # torch's defaults Inception w/o BatchNorm does not train at lr 0.1; with He it diverges.
+    init: str = "glorot"
 
     # optimization: the paper's protocol
     lr: float | None = None  # None = the model's paper value (0.1 Inception, 0.01 others)
@@ -115,6 +119,9 @@ class RunConfig:
         for name in self.augment:
             _check_choice("augmentation", name, AUGMENTATIONS)
         info = get_model_info(self.model)  # unknown model -> ConfigError listing known ones
+        from rethink.models.registry import INITS
+
+        _check_choice("initialization", self.init, tuple(INITS))
 
         if self.corruption == "partial":
             if self.p is None:

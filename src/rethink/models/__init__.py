@@ -15,6 +15,7 @@ from rethink.models.registry import (
     count_params,
     create_model,
     get_model_info,
+    initialize,
     list_models,
     register_model,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "count_params",
     "create_model",
     "get_model_info",
+    "initialize",
     "list_models",
     "local_response_norm",
     "register_model",

@@ -135,6 +135,34 @@ def create_model(
     return info.builder(**kwargs)
 
 
+def _glorot(m: nn.Module) -> None:
+    nn.init.xavier_uniform_(m.weight)
+    nn.init.zeros_(m.bias)
+
+
+def _he(m: nn.Module) -> None:
+    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    nn.init.zeros_(m.bias)
+
+
+# The paper does not state its initialization. "torch": PyTorch's layer defaults; "glorot":
+# Glorot/Xavier uniform weights and zero biases, the default of the TensorFlow layers the
+# paper's code was written with; "he": He normal weights (fan-in, ReLU gain), zero biases.
+INITS = {"torch": None, "glorot": _glorot, "he": _he}
+
+
+def initialize(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialize every conv and linear layer of `model` in place with `scheme` (see INITS)."""
+    if scheme not in INITS:
+        raise ConfigError(f"unknown initialization {scheme!r}", f"choose one of {', '.join(INITS)}")
+    fn = INITS[scheme]
+    if fn is not None:
+        for m in model.modules():
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+                fn(m)
+    return model
+
+
 def count_params(model: nn.Module, *, paper_convention: bool = True) -> int:
     """Number of parameters.
 

@@ -33,7 +33,7 @@ from torch import nn
 from rethink.config import RunConfig, lr_at
 from rethink.data.pipeline import RunData
 from rethink.errors import CheckpointError
-from rethink.models import create_model, get_model_info
+from rethink.models import create_model, get_model_info, initialize
 from rethink.store import Store
 from rethink.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -77,6 +77,7 @@ def build_model(config: RunConfig, data: RunData, device: torch.device) -> nn.Mo
     model = create_model(
         config.model, in_shape=data.in_shape, num_classes=data.num_classes, dropout=config.dropout
     )
+    initialize(model, config.init)
     fmt = torch.channels_last if get_model_info(config.model).is_conv else torch.contiguous_format
     return model.to(device=device, memory_format=fmt)
 
