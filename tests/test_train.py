@@ -155,3 +155,20 @@ def test_every_model_trains_a_step_in_both_precisions(tmp_path, model):
                            max_epochs=1, precision=precision, augment=("crop",))
         result, _, _, _ = _fit(config, tmp_path / precision, raw=raw)
         assert result.status in ("fitted", "not-fitted") and result.steps == 2
+
+
+def test_tensorboard_event_files(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    raw = make_raw()
+    monkeypatch.setattr("rethink.train.runner.load_dataset", lambda *a, **k: raw)
+    config = RunConfig(**{**SMALL, "max_epochs": 3, "stop_at_fit": False}, corruption="partial", p=0.5)
+    run(config, out_dir=tmp_path, tensorboard=True, log=lambda s: None)
+    events = EventAccumulator(str(tmp_path / "tensorboard" / config.run_id))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "test/acc", "train/acc_clean", "lr"} <= tags
+    with Store(tmp_path) as store:
+        stored = [e["test_acc"] for e in store.epochs(config.run_id)]
+    logged = [e.value for e in events.Scalars("test/acc")]
+    assert logged == pytest.approx(stored) and [e.step for e in events.Scalars("test/acc")] == [7, 14, 21]

@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="runs", help="output directory (results.sqlite and run folders)")
     r.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     r.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    r.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
     r.set_defaults(func=cmd_run)
 
     # ---- rethink reproduce
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     x.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     x.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    x.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
     _add_data_args(x)
     x.set_defaults(func=cmd_reproduce)
 
@@ -204,6 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         download=args.download,
         device=args.device,
+        tensorboard=args.tensorboard,
     )
     fit = f"fitted at step {result.steps_to_fit}" if result.steps_to_fit is not None else result.status
     print(
@@ -239,6 +242,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         device=args.device,
         report=not args.no_report,
+        tensorboard=args.tensorboard,
     )
     return EXIT_OK if result.failed == 0 else 1
 

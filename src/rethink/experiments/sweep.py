@@ -82,6 +82,7 @@ def run_sweep(
     cache_dir: str | Path | None = None,
     device: str = "auto",
     report: bool = True,
+    tensorboard: bool = False,
     log: Callable[[str], None] = print,
 ) -> SweepResult:
     """Run every point of a preset's experiments that is not finished yet."""
@@ -147,7 +148,7 @@ def run_sweep(
         log(f"{prefix} {_describe_point(points, rid)}{eta}")
         try:
             result = run(config, out_dir=out_dir, data_dir=data_dir, cache_dir=cache_dir, device=device,
-                         log=lambda line, prefix=prefix: log(f"{prefix} {line}"))
+                         tensorboard=tensorboard, log=lambda line, prefix=prefix: log(f"{prefix} {line}"))
             finished += 1
             log(f"{prefix} {result.status}: train {100 * result.train_acc:.2f}%, test "
                 f"{100 * result.test_acc:.2f}%, {result.steps} steps, {result.wall_time:.0f} s")

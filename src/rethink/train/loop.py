@@ -110,8 +110,12 @@ def fit(
     run_dir: Path,
     *,
     log: Callable[[str], None] = print,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
-    """Train one run to fit or to max_epochs, checkpointing every epoch; resume if possible."""
+    """Train one run to fit or to max_epochs, checkpointing every epoch; resume if possible.
+
+    `on_epoch(row)` is called with each epoch's metrics once they are stored (e.g. TensorBoard).
+    """
     run_id = config.run_id
     device = data.train_y.device
     n = len(data.train_y)
@@ -219,6 +223,8 @@ def fit(
             },
         )
         store.write_epoch(run_id, row)
+        if on_epoch is not None:
+            on_epoch(row)
         log(_epoch_line(row, config.max_epochs, data.changed.any().item()))
         if not math.isfinite(train_loss):
             status, message = "diverged", f"train loss became {train_loss} after step {step}"

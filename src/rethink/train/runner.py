@@ -103,9 +103,13 @@ def run(
     cache_dir: str | Path | None = None,
     download: bool = False,
     device: str = "auto",
+    tensorboard: bool = False,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Run `config` to completion (or return its stored result) and return the summary."""
+    """Run `config` to completion (or return its stored result) and return the summary.
+
+    With `tensorboard`, each epoch's metrics also go to `out_dir/tensorboard/<run id>/`.
+    """
     config.validate()
     torch_device = resolve_device(device)
     out_dir = Path(out_dir)
@@ -135,7 +139,34 @@ def run(
             train_size=len(data.train_y),
             test_size=len(data.test_y),
         )
-        return fit(config, data, store, run_dir, log=log)
+        if not tensorboard:
+            return fit(config, data, store, run_dir, log=log)
+        writer = _tensorboard_writer(out_dir / "tensorboard" / run_id)
+        try:
+            return fit(config, data, store, run_dir, log=log,
+                       on_epoch=lambda row: _write_scalars(writer, row))
+        finally:
+            writer.close()
+
+
+TENSORBOARD_SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_corrupted", "test_loss",
+                       "test_acc", "best_test_acc", "lr")
+
+
+def _tensorboard_writer(log_dir: Path):  # -> torch.utils.tensorboard.SummaryWriter
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ConfigError("--tensorboard needs the tensorboard package",
+                          "pip install 'rethink[tensorboard]'") from exc
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def _write_scalars(writer, row: dict[str, Any]) -> None:
+    for key in TENSORBOARD_SCALARS:
+        if row.get(key) is not None:
+            writer.add_scalar(key.replace("_", "/", 1), row[key], global_step=row["step"])
+    writer.flush()
 
 
 def _write_run_files(run_dir: Path, config: RunConfig, data: RunData) -> None:
