@@ -20,6 +20,7 @@ from rethink.config import RunConfig
 from rethink.data.sources import load_dataset
 from rethink.errors import ConfigError, RethinkError
 from rethink.experiments.grids import EXPERIMENTS, PRESETS, Point, Preset, build_points, sweep_id
+from rethink.fmt import duration
 from rethink.store import FINISHED_STATUSES, Store
 from rethink.train.runner import run
 
@@ -131,7 +132,7 @@ def run_sweep(
     budget = sum(estimates[rid] for rid in todo)
     log(
         f"sweep {sid}: preset {preset.name}, {len(points)} points over {len(runs)} runs "
-        f"({len(done)} already finished); at most {_duration(budget)} on the reference 2-core CPU "
+        f"({len(done)} already finished); at most {duration(budget)} on the reference 2-core CPU "
         f"(every remaining run to its epoch budget; runs that fit stop earlier)"
     )
 
@@ -143,7 +144,7 @@ def run_sweep(
         remaining = sum(estimates[r] for r in todo[i - 1 :])
         # scale the upper bound by how fast the finished runs went relative to their bounds
         pace = elapsed / spent_estimate if spent_estimate > 0 else 1.0
-        eta = f", ETA <= {_duration(remaining * pace)}" if i > 1 else ""
+        eta = f", ETA <= {duration(remaining * pace)}" if i > 1 else ""
         prefix = f"[{i}/{len(todo)}]"
         log(f"{prefix} {_describe_point(points, rid)}{eta}")
         try:
@@ -169,7 +170,7 @@ def run_sweep(
         report_path = write_report(out_dir, sweep_id=sid)
     wall = time.perf_counter() - t0
     log(f"sweep {sid} done: {finished} trained, {len(done)} skipped, {failed} failed, "
-        f"{_duration(wall)}" + (f"; report: {report_path}" if report_path else ""))
+        f"{duration(wall)}" + (f"; report: {report_path}" if report_path else ""))
     return SweepResult(sid, len(runs), len(done), finished, failed, wall, report_path)
 
 
@@ -190,10 +191,3 @@ def _describe_point(points: list[Point], run_id: str) -> str:
     return (f"{lab['model']} {what} reg={lab['regularizer']} seed={lab['seed']} "
             f"({', '.join(experiments)}) run {run_id}")
 
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -112,9 +112,3 @@ def fmt_p(p: float | None) -> str:
     return "-" if p is None else f"{p:g}"
 
 
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from rethink.fmt import duration
 from rethink.report import analysis, figures, findings, tables
 from rethink.report import paper_numbers as paper
 from rethink.report.collect import NOT_RUN, SweepData, versions_of
@@ -22,7 +23,6 @@ from rethink.report.document import (
     Finding,
     Section,
     Table,
-    duration,
     fmt_int,
     fmt_p,
 )
