@@ -240,6 +240,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         out_dir=args.out,
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
+        download=args.download,
         device=args.device,
         report=not args.no_report,
         tensorboard=args.tensorboard,

@@ -81,6 +81,7 @@ def run_sweep(
     out_dir: str | Path = "runs",
     data_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    download: bool = False,
     device: str = "auto",
     report: bool = True,
     tensorboard: bool = False,
@@ -101,7 +102,7 @@ def run_sweep(
     runs = unique_runs(points)
 
     # Check the data before writing anything: a missing dataset fails here, in one line.
-    raw = load_dataset(preset.dataset, data_dir, cache_dir=cache_dir)
+    raw = load_dataset(preset.dataset, data_dir, download=download, cache_dir=cache_dir)
     n_train, n_test = len(raw.train_labels), len(raw.test_labels)
     for config in runs.values():
         for size, have, split in ((config.train_size, n_train, "train"), (config.test_size, n_test, "test")):
