@@ -104,14 +104,7 @@ def run_sweep(
     # Check the data before writing anything: a missing dataset fails here, in one line.
     raw = load_dataset(preset.dataset, data_dir, download=download, cache_dir=cache_dir)
     n_train, n_test = len(raw.train_labels), len(raw.test_labels)
-    for config in runs.values():
-        for size, have, split in ((config.train_size, n_train, "train"), (config.test_size, n_test, "test")):
-            if size is not None and size > have:
-                raise ConfigError(
-                    f"preset {preset.name} wants {size} {split} images of {preset.dataset}, "
-                    f"which has {have}",
-                    "use a smaller preset or another dataset",
-                )
+    _check_sizes(runs.values(), n_train, n_test, preset)
     estimates = {
         rid: estimate_seconds(c, c.train_size or n_train, c.test_size or n_test) for rid, c in runs.items()
     }
@@ -154,7 +147,7 @@ def run_sweep(
             finished += 1
             log(f"{prefix} {result.status}: train {100 * result.train_acc:.2f}%, test "
                 f"{100 * result.test_acc:.2f}%, {result.steps} steps, {result.wall_time:.0f} s")
-        except (KeyboardInterrupt, RethinkError):
+        except RethinkError:  # a user-fixable problem (e.g. a damaged checkpoint): stop and say so
             raise
         except Exception as exc:  # a broken run must not take the sweep down; it is stored
             failed += 1
@@ -173,6 +166,17 @@ def run_sweep(
     log(f"sweep {sid} done: {finished} trained, {len(done)} skipped, {failed} failed, "
         f"{duration(wall)}" + (f"; report: {report_path}" if report_path else ""))
     return SweepResult(sid, len(runs), len(done), finished, failed, wall, report_path)
+
+
+def _check_sizes(configs, n_train: int, n_test: int, preset: Preset) -> None:
+    for config in configs:
+        for size, have, split in ((config.train_size, n_train, "train"), (config.test_size, n_test, "test")):
+            if size is not None and size > have:
+                raise ConfigError(
+                    f"preset {preset.name} wants {size} {split} images of {preset.dataset}, "
+                    f"which has {have}",
+                    "use a smaller preset or another dataset",
+                )
 
 
 def _finished(store: Store, run_id: str) -> bool:
