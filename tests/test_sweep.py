@@ -183,3 +183,12 @@ def test_cpu_preset_leaves_out_only_what_it_says():
             if p.experiment == "table4" and p.labels["model"] == "inception"} == {"wd"}
     assert {p.labels["model"] for p in points if p.experiment == "table1"} == set(TABLE1_ROWS)
     assert {p.experiment for p in points} == set(EXPERIMENTS)
+
+
+def test_dataset_too_small_for_the_preset_writes_nothing(tmp_path):
+    data = make_image_folder(tmp_path / "data", n_train=5, n_test=5)
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="wants 100 train images"):
+        run_sweep("smoke", experiments=("table1",), models=("mlp1x512",), dataset=f"folder:{data}",
+                  out_dir=out, report=False, log=lambda s: None)
+    assert not out.exists()
