@@ -18,7 +18,8 @@ The modules run conv -> max-pool -> ReLU: max pooling commutes with ReLU (relu(m
 max(relu(x)), and the gradients agree too, ties included), so the ReLU runs on the 4x smaller
 pooled tensor. Outputs and gradients are those of conv -> ReLU -> max-pool.
 
-Initialization: PyTorch defaults (the paper does not say), seeded by `torch.manual_seed`.
+Initialization: PyTorch's defaults here; training re-initializes with `RunConfig.init`
+(Glorot by default, see `registry.initialize`).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ Downsample both branches use SAME with stride 2 (out = ceil(in / 2): 28 -> 14, 1
 pads 0 before and 1 after, so the conv's and the max-pool's windows start on the same pixels and
 the two outputs line up (PyTorch's symmetric padding=1 gives the same sizes but shifts the conv
 windows by one pixel). Batch norm uses PyTorch's defaults (eps 1e-5, momentum 0.1); the paper
-does not say. Dropout, when on, comes before the final FC. Initialization: PyTorch defaults (the
-paper does not say), seeded by `torch.manual_seed`.
+does not say. Dropout, when on, comes before the final FC. Initialization: PyTorch's
+defaults here; training re-initializes with `RunConfig.init` (Glorot by default).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
     flatten (C*H*W = 2352 at 3x28x28) -> [Linear 512 -> ReLU (-> Dropout)] x depth -> Linear 10
 
 At 3x28x28 the counts are the paper's: 1,209,866 (1x512) and 1,735,178 (3x512). Dropout, when
-on, follows each hidden ReLU. Initialization: PyTorch defaults (the paper does not say), seeded by
-`torch.manual_seed`.
+on, follows each hidden ReLU. Initialization: PyTorch's defaults
+here; training re-initializes with `RunConfig.init` (Glorot by default).
 """
 
 from __future__ import annotations

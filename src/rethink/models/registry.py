@@ -107,7 +107,7 @@ def create_model(
     num_classes: int = 10,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """Build a freshly initialized model (PyTorch default init, seeded by `torch.manual_seed`).
+    """Build a model with PyTorch's default init (seeded by `torch.manual_seed`); see `initialize`.
 
     `in_shape` is (channels, height, width) of the NCHW float input: (3, 28, 28) is the paper's
     center-cropped CIFAR10, (1, 28, 28) is MNIST.
