@@ -99,6 +99,15 @@ def header(sweep: SweepData, verdicts: Counter) -> Section:
         f"precision {', '.join(precision)}" + (" (mixed precision: the paper used fp32)"
                                                if any(p != 'fp32' for p in precision) else ""),
     ]
+    inits = _distinct(configs, "init")
+    if inits:
+        choices.append(f"weight initialization {', '.join(map(str, inits))} (glorot: TensorFlow's "
+                       "layer default, the paper's framework)")
+    decay = _distinct(configs, "decay_samples")  # None (per epoch of the subset) is left out
+    if decay:
+        choices.append("learning-rate decay x0.95 per "
+                       + ", ".join(f"{d:,} training samples" for d in decay)
+                       + " seen (= per epoch on the full CIFAR-10 training set)")
     if wd:
         choices.append(f"weight decay coefficient {', '.join(f'{w:g}' for w in wd)}")
     if dropout:
