@@ -26,6 +26,7 @@ demo: install
 	$(BIN)/rethink reproduce --preset demo --out $(OUT)
 
 test: install
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
 lint: install
