@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from rethink.files import atomic_write
+
 FORMAT_VERSION = 1
 ARRAY_NAMES = ("train_images", "train_labels", "test_images", "test_labels")
 _MANIFEST = "manifest.json"
@@ -50,15 +52,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 def file_hashes(paths: Iterable[Path], cache_dir: Path | None) -> dict[Path, str]:

@@ -4,10 +4,9 @@ figures (PNG and SVG) into the report folder, each file atomically (temp file + 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from rethink.files import atomic_write
 from rethink.report.collect import load_sweep
 from rethink.report.document import FigureSpec
 from rethink.report.figures import render
@@ -16,21 +15,6 @@ from rethink.report.markdown import render_markdown
 from rethink.report.sections import build_document
 
 FIGURES_DIR = "figures"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(out_dir: str | Path, *, sweep_id: str | None = None, dest: str | Path | None = None) -> Path:

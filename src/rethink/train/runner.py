@@ -7,8 +7,8 @@ was interrupted resumes from its checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -24,6 +24,7 @@ from rethink.config import RunConfig
 from rethink.data.pipeline import RunData, build_run_data
 from rethink.data.sources import load_dataset
 from rethink.errors import ConfigError
+from rethink.files import atomic_write
 from rethink.models import get_model_info
 from rethink.store import DB_NAME, FINISHED_STATUSES, Store
 from rethink.train.loop import RunResult, fit
@@ -171,23 +172,16 @@ def _write_scalars(writer, row: dict[str, Any]) -> None:
 
 def _write_run_files(run_dir: Path, config: RunConfig, data: RunData) -> None:
     """config.json and the corruption record (mask, labels, subset) beside the checkpoint."""
-    _atomic_write(run_dir / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True).encode())
-    path = run_dir / "corruption.npz"
-    tmp = run_dir / "corruption.tmp.npz"
+    atomic_write(run_dir / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True).encode())
+    record = io.BytesIO()
     np.savez_compressed(
-        tmp,
+        record,
         changed=data.changed.cpu().numpy(),
         train_labels=data.train_y.cpu().numpy(),
         subset=data.subset.numpy(),
         realized_rate=np.float64(data.realized_rate),
     )
-    os.replace(tmp, path)
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    atomic_write(run_dir / "corruption.npz", record.getvalue())
 
 
 def _describe(config: RunConfig, data: RunData) -> str:
