@@ -258,3 +258,13 @@ def test_helpers():
     assert fmt_stat(Stat(0.5, 0.01, 0.49, 0.51, 3), 3) == "50.00 ± 1.00 (n=3)"
     assert fmt_stat(Stat(0.5, 0.0, 0.5, 0.5, 1), 2) == "50.00 ± 0.00 (n=1 of 2)"
     assert fmt_stat(None) == "-"
+
+
+def test_epoch_budget_names_its_exceptions():
+    from rethink.report.sections import _epoch_budget
+
+    configs = [{"corruption": c, "max_epochs": 60} for c in ("true", "partial", "random-labels")]
+    assert _epoch_budget(configs) == "at most 60 epochs"
+    configs += [{"corruption": c, "max_epochs": 150} for c in ("gaussian", "random-pixels")]
+    assert _epoch_budget(configs) == "at most 60 epochs (150 for gaussian, random-pixels)"
+    assert _epoch_budget([{"corruption": "true"}]) == "no epoch budget"

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from rethink.errors import ConfigError
-from rethink.experiments.grids import EXPERIMENTS, PRESETS, TABLE1_ROWS, build_points
+from rethink.experiments.grids import EXPERIMENTS, PIXEL_TESTS, PRESETS, TABLE1_ROWS, build_points
 from rethink.experiments.sweep import run_sweep, unique_runs
 
 SMOKE = PRESETS["smoke"]
@@ -183,6 +183,18 @@ def test_cpu_preset_leaves_out_only_what_it_says():
             if p.experiment == "table4" and p.labels["model"] == "inception"} == {"wd"}
     assert {p.labels["model"] for p in points if p.experiment == "table1"} == set(TABLE1_ROWS)
     assert {p.experiment for p in points} == set(EXPERIMENTS)
+
+
+def test_a_larger_epoch_budget_reaches_only_the_runs_it_names():
+    cpu = PRESETS["cpu"]
+    points = build_points(cpu)
+    for key, epochs in cpu.max_epochs_for.items():
+        model, corruption = key.split(":")
+        assert model in cpu.models and corruption in (*PIXEL_TESTS, "true", "partial", "random-labels")
+        named = [p for p in points if (p.labels["model"], p.labels["corruption"]) == (model, corruption)]
+        assert named and all(p.config.max_epochs == epochs for p in named)
+    others = [p for p in points if f"{p.labels['model']}:{p.labels['corruption']}" not in cpu.max_epochs_for]
+    assert all(p.config.max_epochs == cpu.max_epochs[p.labels["model"]] for p in others)
 
 
 def test_dataset_too_small_for_the_preset_writes_nothing(tmp_path):

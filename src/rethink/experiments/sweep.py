@@ -54,13 +54,12 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def estimate_seconds(config: RunConfig, train_size: int, test_size: int) -> float:
-    """Upper bound on a run's time on the reference CPU: every epoch of its budget."""
+def epoch_seconds(config: RunConfig, train_size: int, test_size: int) -> float:
+    """One epoch (training plus the full-train and test evaluation) on the reference CPU."""
     speed = REFERENCE_THROUGHPUT.get(config.model, 1_000.0)
     if config.precision == "bf16":
         speed *= BF16_SPEEDUP
-    per_epoch = train_size / speed + (train_size + test_size) / (speed * EVAL_SPEEDUP)
-    return config.max_epochs * per_epoch
+    return train_size / speed + (train_size + test_size) / (speed * EVAL_SPEEDUP)
 
 
 def unique_runs(points: list[Point]) -> dict[str, RunConfig]:
@@ -105,8 +104,8 @@ def run_sweep(
     raw = load_dataset(preset.dataset, data_dir, download=download, cache_dir=cache_dir)
     n_train, n_test = len(raw.train_labels), len(raw.test_labels)
     _check_sizes(runs.values(), n_train, n_test, preset)
-    estimates = {
-        rid: estimate_seconds(c, c.train_size or n_train, c.test_size or n_test) for rid, c in runs.items()
+    per_epoch = {
+        rid: epoch_seconds(c, c.train_size or n_train, c.test_size or n_test) for rid, c in runs.items()
     }
 
     out_dir = Path(out_dir)
@@ -122,8 +121,10 @@ def run_sweep(
             ],
         )
         done = {rid for rid in runs if _finished(store, rid)}
-    todo = [rid for rid in runs if rid not in done]
-    budget = sum(estimates[rid] for rid in todo)
+        todo = [rid for rid in runs if rid not in done]
+        # epochs still to train per run: an interrupted run resumes after its stored epochs
+        left = {rid: runs[rid].max_epochs - len(store.epochs(rid)) for rid in todo}
+    budget = sum(per_epoch[rid] * left[rid] for rid in todo)
     log(
         f"sweep {sid}: preset {preset.name}, {len(points)} points over {len(runs)} runs "
         f"({len(done)} already finished); at most {duration(budget)} on the reference 2-core CPU "
@@ -131,13 +132,14 @@ def run_sweep(
     )
 
     t0 = time.perf_counter()
-    spent_estimate, finished, failed = 0.0, 0, 0
+    trained_estimate, finished, failed = 0.0, 0, 0
     for i, rid in enumerate(todo, 1):
         config = runs[rid]
         elapsed = time.perf_counter() - t0
-        remaining = sum(estimates[r] for r in todo[i - 1 :])
-        # scale the upper bound by how fast the finished runs went relative to their bounds
-        pace = elapsed / spent_estimate if spent_estimate > 0 else 1.0
+        remaining = sum(per_epoch[r] * left[r] for r in todo[i - 1 :])
+        # this machine's speed relative to the reference, from the epochs trained so far; the
+        # bound stays an upper bound because runs that fit stop before their budget
+        pace = elapsed / trained_estimate if trained_estimate > 0 else 1.0
         eta = f", ETA <= {duration(remaining * pace)}" if i > 1 else ""
         prefix = f"[{i}/{len(todo)}]"
         log(f"{prefix} {_describe_point(points, rid)}{eta}")
@@ -145,6 +147,7 @@ def run_sweep(
             result = run(config, out_dir=out_dir, data_dir=data_dir, cache_dir=cache_dir, device=device,
                          tensorboard=tensorboard, log=lambda line, prefix=prefix: log(f"{prefix} {line}"))
             finished += 1
+            trained_estimate += per_epoch[rid] * (result.epochs - (config.max_epochs - left[rid]))
             log(f"{prefix} {result.status}: train {100 * result.train_acc:.2f}%, test "
                 f"{100 * result.test_acc:.2f}%, {result.steps} steps, {result.wall_time:.0f} s")
         except RethinkError:  # a user-fixable problem (e.g. a damaged checkpoint): stop and say so
@@ -155,7 +158,6 @@ def run_sweep(
             log(f"{prefix} failed: {message}")
             with Store(out_dir) as store:
                 store.mark_failed(rid, config.to_dict(), message + "\n" + traceback.format_exc(limit=5))
-        spent_estimate += estimates[rid]
 
     report_path = None
     if report:

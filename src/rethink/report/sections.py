@@ -61,10 +61,26 @@ def _model_scale(sweep: SweepData, model: str) -> str:
                 texts.append(f"{fmt_int(v)} {what}")
         return " / ".join(texts)
 
-    epochs = sorted({c.get("max_epochs") for c in configs if c.get("max_epochs")})
-    budget = "at most " + " / ".join(str(e) for e in epochs) + " epochs" if epochs else "no epoch budget"
     return (f"{model_name(model)}: {size('train_size', full_train, 'training images')}; "
-            f"test {size('test_size', full_test, 'images')}; {budget}")
+            f"test {size('test_size', full_test, 'images')}; {_epoch_budget(configs)}")
+
+
+def _epoch_budget(configs: list[dict[str, Any]]) -> str:
+    """'at most 60 epochs (150 for random-pixels, gaussian)': the usual budget, then the exceptions."""
+    by_corruption: dict[str, set[int]] = {}
+    for c in configs:
+        if c.get("max_epochs"):
+            by_corruption.setdefault(c.get("corruption", "true"), set()).add(c["max_epochs"])
+    if not by_corruption:
+        return "no epoch budget"
+    counts = Counter(e for budgets in by_corruption.values() for e in budgets)
+    usual = counts.most_common(1)[0][0]
+    exceptions: dict[int, list[str]] = {}
+    for corruption, budgets in by_corruption.items():
+        for e in sorted(budgets - {usual}):
+            exceptions.setdefault(e, []).append(corruption)
+    extra = "; ".join(f"{e} for {', '.join(names)}" for e, names in sorted(exceptions.items()))
+    return f"at most {usual} epochs" + (f" ({extra})" if extra else "")
 
 
 def _distinct(configs: list[dict[str, Any]], key: str) -> list[Any]:
