@@ -268,3 +268,14 @@ def test_epoch_budget_names_its_exceptions():
     configs += [{"corruption": c, "max_epochs": 150} for c in ("gaussian", "random-pixels")]
     assert _epoch_budget(configs) == "at most 60 epochs (150 for gaussian, random-pixels)"
     assert _epoch_budget([{"corruption": "true"}]) == "no epoch budget"
+
+
+def test_left_out_points_are_listed_with_their_reason():
+    from rethink.report.sections import _left_out
+
+    cpu = PRESETS["cpu"]
+    lines = _left_out(cpu.to_dict())
+    assert sum(len(line.split(": ", 1)[0].split(", ")) for line in lines) == len(cpu.exclude)
+    nobn = [line for line in lines if "table1 Inception w/o BatchNorm random-labels" in line]
+    assert len(nobn) == 1 and "240 steps" in nobn[0]
+    assert _left_out({}) == []

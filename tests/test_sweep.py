@@ -182,6 +182,8 @@ def test_cpu_preset_leaves_out_only_what_it_says():
     assert {p.labels["regularizer"] for p in points
             if p.experiment == "table4" and p.labels["model"] == "inception"} == {"wd"}
     assert {p.labels["model"] for p in points if p.experiment == "table1"} == set(TABLE1_ROWS)
+    random_rows = {p.labels["model"] for p in points if p.labels["corruption"] == "random-labels"}
+    assert random_rows == set(TABLE1_ROWS) - {"inception-nobn"}
     assert {p.experiment for p in points} == set(EXPERIMENTS)
 
 

@@ -83,6 +83,18 @@ def _epoch_budget(configs: list[dict[str, Any]]) -> str:
     return f"at most {usual} epochs" + (f" ({extra})" if extra else "")
 
 
+def _left_out(preset: dict[str, Any]) -> list[str]:
+    """The preset's exclusions grouped by reason: 'fig1b, fig1c: Inception (reason)'."""
+    by_reason: dict[str, list[str]] = {}
+    for e in preset.get("exclude") or ():
+        if not isinstance(e, dict):  # sweeps registered before exclusions carried reasons
+            continue
+        narrowed = [e[k] for k in ("corruption", "regularizer") if e.get(k, "*") != "*"]
+        what = [model_name(e["model"]), *narrowed]
+        by_reason.setdefault(e.get("reason", ""), []).append(f"{e['experiment']} {' '.join(what)}")
+    return [f"{', '.join(points)}: {reason}" for reason, points in by_reason.items()]
+
+
 def _distinct(configs: list[dict[str, Any]], key: str) -> list[Any]:
     return sorted({c.get(key) for c in configs if c.get(key) is not None}, key=str)
 
@@ -105,6 +117,7 @@ def header(sweep: SweepData, verdicts: Counter) -> Section:
         paragraphs.append(f"The paper's numbers are for CIFAR-10; this sweep used {', '.join(datasets)}, "
                           "so the comparison is not like for like.")
     scale = [_model_scale(sweep, m) for m in sweep.models()]
+    left_out = _left_out(preset)
     epochs_note = ("The paper does not state its epoch counts (it trains until the training set is fit); "
                    "here a run stops at 100% training accuracy (checked after every epoch) or at its budget.")
     precision = _distinct(configs, "precision")
@@ -141,7 +154,8 @@ def header(sweep: SweepData, verdicts: Counter) -> Section:
                       f"{verdicts[NOT_MEASURED]} not measured (see the last section).")
     return Section("setup", "Setup: what was run").add(
         *paragraphs, "Scale relative to the paper (CIFAR-10: 50,000 training and 10,000 test images):",
-        Bullets(scale), epochs_note, silent, versions_table(runs))
+        Bullets(scale), *(["Left out by the preset, to save time:", Bullets(left_out)] if left_out else []),
+        epochs_note, silent, versions_table(runs))
 
 
 def versions_table(runs: dict[str, dict[str, Any] | None]) -> Table:
