@@ -198,3 +198,15 @@ def test_readonly_store_reads_without_writing(tmp_path):
     with pytest.raises(StoreError, match="no results database"):
         Store(tmp_path / "empty", readonly=True)
     assert not (tmp_path / "empty").exists()
+
+
+def test_theory_results_are_keyed_by_config_and_replaced_on_rerun(tmp_path):
+    with Store(tmp_path) as store:
+        k1 = store.record_theory("kernel", {"n": 100, "kernel": "rbf"}, {"test_error": 0.1})
+        k2 = store.record_theory("kernel", {"kernel": "rbf", "n": 100}, {"test_error": 0.2})
+        k3 = store.record_theory("expressivity", {"n": 100}, {"max_error": 0.0})
+        assert k1 == k2 and k1 != k3
+        rows = store.theory("kernel")
+        assert len(rows) == 1 and rows[0]["result"] == {"test_error": 0.2}
+        assert rows[0]["config"] == {"kernel": "rbf", "n": 100}
+        assert [r["kind"] for r in store.theory()] == ["kernel", "expressivity"]

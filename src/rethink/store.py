@@ -8,6 +8,7 @@ produced it; its epochs rows are the learning curve.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -83,6 +84,15 @@ CREATE TABLE IF NOT EXISTS epochs (
     test_loss REAL, test_acc REAL, best_test_acc REAL, wall_time REAL,
     train_time REAL, eval_time REAL,
     PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS theory (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    config TEXT NOT NULL,
+    result TEXT NOT NULL,
+    versions TEXT,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
 );
 """
 
@@ -269,7 +279,35 @@ class Store:
                  config.get("corruption"), config.get("p"), message, _now(), _now()),
             )
 
+    def record_theory(self, kind: str, config: dict[str, Any], result: dict[str, Any],
+                      versions: dict[str, Any] | None = None) -> str:
+        """Store one theory result (expressivity, kernel, measures...) keyed by its config.
+
+        The same kind and config replace the earlier row: a rerun updates, never duplicates.
+        Returns the key (a short hash of the config).
+        """
+        text = json.dumps(config, sort_keys=True, default=str)
+        key = hashlib.sha256(f"{kind}:{text}".encode()).hexdigest()[:16]
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO theory (kind, key, config, result, versions, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, key, text, json.dumps(result, sort_keys=True, default=str),
+                 json.dumps(versions or {}, sort_keys=True, default=str), _now()),
+            )
+        return key
+
     # ------------------------------------------------------------------ reads
+
+    def theory(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Theory results (all kinds, or one), oldest first, with config/result/versions decoded."""
+        if "theory" not in {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}:
+            return []  # a read-only database written before theory results existed
+        rows = self.conn.execute(
+            "SELECT * FROM theory WHERE (? IS NULL OR kind = ?) ORDER BY created_at, rowid", (kind, kind)
+        ).fetchall()
+        return [{**dict(r), **{k: json.loads(r[k] or "{}") for k in ("config", "result", "versions")}}
+                for r in rows]
 
     def sweeps(self) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT * FROM sweeps ORDER BY created_at, rowid").fetchall()
