@@ -154,7 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("runs", help="list the runs stored in an output directory")
     s.add_argument("--out", default="runs")
     s.set_defaults(func=cmd_runs)
+
+    _add_theory_commands(sub)
     return parser
+
+
+def _add_theory_commands(sub: argparse._SubParsersAction) -> None:
+    """`rethink expressivity`, `rethink kernel`, `rethink measures`: each module adds its parser."""
+    # THEORY COMMANDS: one import and one call per command module
 
 
 def config_from_args(args: argparse.Namespace):  # -> RunConfig
