@@ -213,6 +213,18 @@ def test_sections_only_for_experiments_in_the_sweep_and_not_measured(tmp_path):
     assert "seeds: 2" in md
 
 
+def test_theory_results_in_the_store_get_a_section(tmp_path):
+    make_store(tmp_path, experiments=("table1",), models=("mlp1x512",), trouble=False)
+    assert "## Theory" not in (write_report(tmp_path).parent / "report.md").read_text()
+    with Store(tmp_path) as store:
+        store.record_theory("expressivity", {"n": 50}, {"summary": "102 weights fit 50 random labels"})
+        store.record_theory("kernel", {"n": 60}, {"max_error": 0.0})
+    md = (write_report(tmp_path).parent / "report.md").read_text()
+    section = md.split("## Theory", 1)[1].split("\n## ", 1)[0]
+    assert "Theorem 1" in section and "102 weights fit 50 random labels" in section
+    assert "Section 5" in section and "(no summary)" in section
+
+
 def test_runs_out_of_budget_are_not_evidence(tmp_path):
     make_store(tmp_path, experiments=("table1", "table4"), models=("alexnet",), trouble=False, fit=False)
     md = (write_report(tmp_path).parent / "report.md").read_text()

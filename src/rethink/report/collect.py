@@ -141,6 +141,7 @@ class SweepData:
     points: list[dict[str, Any]]
     cells: dict[tuple[Any, ...], Cell]
     curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run id -> epochs
+    theory: list[dict[str, Any]] = field(default_factory=list)  # the store's theory results
 
     @property
     def experiments(self) -> list[str]:
@@ -257,7 +258,8 @@ def load_sweep(out_dir: str | Path, sweep_id: str | None = None) -> SweepData:
             for p in points
             if p["experiment"] in CURVE_EXPERIMENTS and p["run"] is not None
         }
-    return SweepData(out_dir, sweep, points, cells, curves)
+        theory = store.theory()
+    return SweepData(out_dir, sweep, points, cells, curves, theory)
 
 
 def versions_of(run: dict[str, Any] | None) -> dict[str, Any]:

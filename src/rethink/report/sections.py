@@ -316,11 +316,29 @@ def findings_section(found: list[Finding]) -> Section:
         "Thresholds:", Bullets(list(findings.THRESHOLDS)), *found)
 
 
+THEORY_COMMANDS = {"expressivity": "Theorem 1: finite-sample expressivity",
+                   "kernel": "Section 5: minimum-norm interpolation"}
+
+
+def theory_section(sweep: SweepData) -> Section:
+    """The theory results recorded in the same results store, one line each (`rethink expressivity`,
+    `rethink kernel`, `rethink measures`); they do not depend on the sweep above."""
+    rows = [[THEORY_COMMANDS.get(r["kind"], f"complexity measures ({r['kind']})"),
+             str(r["result"].get("summary", "(no summary)")), r["created_at"]]
+            for r in sweep.theory]
+    return Section("theory", "Theory, executable").add(
+        "Results of `rethink expressivity`, `rethink kernel` and `rethink measures` stored in this "
+        "output directory (their commands and full output: docs/results/theory/).",
+        Table(["part of the paper", "measured", "recorded"], rows))
+
+
 def build_document(sweep: SweepData) -> Document:
     found = findings.findings(sweep)
     verdicts = Counter(f.verdict for f in found)
     sections = [header(sweep, verdicts)]
     sections += [SECTIONS[e](sweep) for e in sweep.experiments if e in SECTIONS]
+    if sweep.theory:
+        sections.append(theory_section(sweep))
     sections.append(findings_section(found))
     preset = _preset(sweep).get("name") or sweep.sweep.get("preset", "")
     return Document(f"Rethinking generalization: reproduction report ({preset})", sections)
