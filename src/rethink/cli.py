@@ -164,6 +164,8 @@ def _add_theory_commands(sub: argparse._SubParsersAction) -> None:
     # THEORY COMMANDS: one import and one call per command module
     from rethink.theory import expressivity_cmd
     expressivity_cmd.add_parser(sub)
+    from rethink.theory import kernel_cmd
+    kernel_cmd.add_parser(sub)
 
 
 def config_from_args(args: argparse.Namespace):  # -> RunConfig
