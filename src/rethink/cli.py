@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_theory_commands(sub: argparse._SubParsersAction) -> None:
     """`rethink expressivity`, `rethink kernel`, `rethink measures`: each module adds its parser."""
     # THEORY COMMANDS: one import and one call per command module
+    from rethink.theory import measures_cmd
+    measures_cmd.add_parser(sub)
     from rethink.theory import expressivity_cmd
     expressivity_cmd.add_parser(sub)
     from rethink.theory import kernel_cmd

@@ -1,0 +1,254 @@
+"""`rethink measures`: complexity measures of stored runs, Rademacher by randomization, stability.
+
+    rethink measures runs --out DIR [--sweep ID] [--record-out DIR2]
+    rethink measures rademacher --models mlp1x512,linear --sizes 100,500 --draws 3 --out DIR
+    rethink measures stability --model mlp1x512 --train-size 1000 --corruption true --out DIR
+
+Each prints progress lines and a final table, and records its results in the `theory` table
+of the results store (`--out`, or `--record-out` for `runs`, whose store is only read).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rethink.errors import ConfigError
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ConfigError(f"bad --sizes {text!r}",
+                          "pass comma-separated integers, e.g. --sizes 100,500") from None
+    if not sizes or any(n < 2 for n in sizes):
+        raise ConfigError(f"bad --sizes {text!r}: every size must be >= 2", "e.g. --sizes 100,500")
+    return sizes
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA, else a user cache dir)")
+    p.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser("measures", help="complexity measures: stored runs, Rademacher, stability")
+    msub = m.add_subparsers(dest="measures_command", required=True, metavar="MODE",
+                            parser_class=type(m))
+
+    r = msub.add_parser("runs", help="norms, margins, bounds and sharpness of a store's finished runs, "
+                                     "and their Kendall tau with the generalization gap")
+    r.add_argument("--out", default="runs", help="output directory holding results.sqlite (read only)")
+    r.add_argument("--sweep", default=None, help="only this sweep's runs (default: every finished run)")
+    r.add_argument("--runs", default=None, help="comma list of run ids")
+    r.add_argument("--record-out", default=None,
+                   help="where to record the results (default: --out; use another directory while a "
+                        "sweep is still writing there)")
+    r.add_argument("--measures", default=None, help="comma list (default: all); see the module docs")
+    r.add_argument("--sharpness-draws", type=int, default=5)
+    r.add_argument("--sharpness-examples", type=int, default=1000)
+    r.add_argument("--recompute", action="store_true", help="ignore results recorded before")
+    _data_args(r)
+    r.set_defaults(func=cmd_runs)
+
+    d = msub.add_parser("rademacher", help="empirical Rademacher complexity by fitting random signs")
+    d.add_argument("--models", default="mlp1x512,linear", help="comma list: registered models and 'linear'")
+    d.add_argument("--sizes", default="100,500", help="comma list of sample sizes n")
+    d.add_argument("--draws", type=int, default=3, help="sign vectors per n")
+    d.add_argument("--pool", type=int, default=None, help="average-pool inputs to POOL x POOL pixels")
+    d.add_argument("--max-epochs", type=int, default=100)
+    d.add_argument("--lr", type=float, default=None, help="default: the model's paper value")
+    d.add_argument("--dataset", default="cifar10")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", default="runs", help="output directory (results.sqlite)")
+    _data_args(d)
+    d.set_defaults(func=cmd_rademacher)
+
+    s = msub.add_parser("stability", help="retrain with one example replaced; held-out loss change")
+    s.add_argument("--model", default="mlp1x512")
+    s.add_argument("--dataset", default="cifar10")
+    s.add_argument("--corruption", default="true", help="true or random-labels")
+    s.add_argument("--train-size", type=int, default=1000)
+    s.add_argument("--holdout", type=int, default=1000, help="held-out test images")
+    s.add_argument("--epochs", type=int, default=20)
+    s.add_argument("--replacements", type=int, default=3)
+    s.add_argument("--lr", type=float, default=None, help="default: the model's paper value")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="runs", help="output directory (results.sqlite)")
+    _data_args(s)
+    s.set_defaults(func=cmd_stability)
+
+
+def _threads(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def _record(out: str | Path, kind: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+    from rethink.store import Store
+    from rethink.train.runner import software_versions
+
+    with Store(out) as store:
+        store.record_theory(kind, config, result, software_versions())
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def _fmt(v: float | None) -> str:
+    from rethink.theory.measures import _fmt as fmt
+
+    return fmt(v)
+
+
+def runs_table(results: list[dict[str, Any]], names: tuple[str, ...]) -> list[str]:
+    head = f"{'run':<16} {'model':<14} {'labels':<13} {'reg':<8} {'n':>5} {'train':>6} {'test':>6} {'gap':>5}"
+    lines = [head + "".join(f" {n[:11]:>11}" for n in names)]
+    for r in results:
+        lines.append(
+            f"{r['run_id']:<16} {r['model']:<14} {r['labels']:<13} {r['regularizer']:<8} "
+            f"{r['train_size']:>5} {100 * r['train_acc']:>6.1f} {100 * r['test_acc']:>6.1f} "
+            f"{100 * r['gap']:>5.1f}"
+            + "".join(f" {_fmt(r['values'].get(n)):>11}" for n in names))
+    return lines
+
+
+def tau_table(taus: dict[str, dict[str, Any]]) -> list[str]:
+    models = sorted({m for v in taus.values() for m in v["by_model"]})
+    lines = [f"{'measure':<20} {'tau (all)':>10}" + "".join(f" {m[:14]:>14}" for m in models)]
+    for name, v in taus.items():
+        def cell(t: dict[str, Any] | None) -> str:
+            return "-" if t is None or t["tau"] is None else f"{t['tau']:+.2f} ({t['runs']})"
+
+        by_model = "".join(f" {cell(v['by_model'].get(m)):>14}" for m in models)
+        lines.append(f"{name:<20} {cell(v):>10}{by_model}")
+    return lines
+
+
+def pairs_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]], names: tuple[str, ...]) -> list[str]:
+    lines = []
+    for true, rand in pairs:
+        lines.append(f"{true['model']} (n={true['train_size']}, {true['regularizer']}): "
+                     f"train error 0 for both; test {100 * true['test_acc']:.1f}% (true) vs "
+                     f"{100 * rand['test_acc']:.1f}% (random)")
+        for n in names:
+            a, b = true["values"].get(n), rand["values"].get(n)
+            ratio = f"{b / a:.3g}" if a not in (None, 0) and b is not None else "-"
+            lines.append(f"    {n:<20} true {_fmt(a):>10}   random {_fmt(b):>10}   random/true {ratio:>7}")
+    return lines
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rethink.store import Store
+    from rethink.theory.measures import MeasureOptions, measure_runs
+    from rethink.theory.sharpness import SharpnessConfig
+
+    _threads(args)
+    options = MeasureOptions(measures=_names(args.measures),
+                             sharpness=SharpnessConfig(draws=args.sharpness_draws,
+                                                       examples=args.sharpness_examples)).validate()
+    record_out = Path(args.record_out or args.out)
+    recorded = []
+    if not args.recompute and (record_out / "results.sqlite").is_file():
+        with Store(record_out, readonly=True) as store:
+            recorded = store.theory("measures")
+    report = measure_runs(args.out, sweep=args.sweep, run_ids=_names(args.runs), options=options,
+                          record=lambda c, r: _record(record_out, "measures", c, r), recorded=recorded,
+                          data_dir=args.data_dir, cache_dir=args.cache_dir)
+    print("\nmeasures (gap = train - test accuracy, points):")
+    for start in range(0, len(report.names), 7):  # 7 measures a table keeps lines readable
+        print("\n".join(runs_table(report.results, report.names[start : start + 7])) + "\n")
+    if report.pairs:
+        print("\ntrue vs random labels at equal training error:")
+        print("\n".join(pairs_table(report.pairs, report.names)))
+    print("\nKendall tau of each measure with the gap, fitted runs (number of runs):")
+    print("\n".join(tau_table(report.taus)))
+    print(f"\n{report.summary}")
+    print(f"results: {record_out}/results.sqlite (theory kind 'measures')")
+    return 0
+
+
+# ---------------------------------------------------------------------------- rademacher
+
+
+def cmd_rademacher(args: argparse.Namespace) -> int:
+    from rethink.data.sources import load_dataset
+    from rethink.theory.rademacher import RademacherConfig, check_model, rademacher
+
+    _threads(args)
+    models, sizes = _names(args.models) or (), _sizes(args.sizes)
+    if not models:
+        raise ConfigError("no --models given", "e.g. --models mlp1x512,linear")
+    configs = [RademacherConfig(model=m, sizes=sizes, draws=args.draws, dataset=args.dataset, pool=args.pool,
+                                max_epochs=args.max_epochs, lr=args.lr, seed=args.seed) for m in models]
+    for c in configs:
+        check_model(c.model)
+        c.validate()
+    raw = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir)
+    table = []
+    for c in configs:
+        print(f"{c.model}: fitting {c.draws} random sign vectors at n = {', '.join(map(str, c.sizes))}")
+        points = rademacher(raw, c)
+        for p in points:
+            table.append(p)
+        line = ", ".join(f"n={p.n}: {p.sign_mean:.3f}" for p in points)
+        pooled = f", inputs pooled to {c.pool}x{c.pool}" if c.pool else ""
+        summary = (f"{c.model} on {c.dataset}{pooled}: empirical Rademacher complexity (sign outputs, "
+                   f"{c.draws} draws) {line}")
+        _record(args.out, "rademacher", {**_plain(c)},
+                {"points": [p.to_dict() for p in points], "summary": summary})
+    print(f"\n{'model':<16} {'n':>6} {'R_n (sign)':>11} {'std':>6} {'R_n (clip)':>11} {'fitted':>7} "
+          f"{'epochs':>7}")
+    for p in table:
+        fitted = sum(d.fitted for d in p.draws)
+        epochs = "lstsq" if p.model == "linear" else f"{max(d.epochs for d in p.draws)}"
+        print(f"{p.model:<16} {p.n:>6} {p.sign_mean:>11.3f} {p.sign_std:>6.3f} {p.clip_mean:>11.3f} "
+              f"{fitted:>3}/{len(p.draws):<3} {epochs:>7}")
+    print(f"results: {args.out}/results.sqlite (theory kind 'rademacher')")
+    return 0
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+# ---------------------------------------------------------------------------- stability
+
+
+def cmd_stability(args: argparse.Namespace) -> int:
+    from rethink.data.sources import load_dataset
+    from rethink.theory.stability import StabilityConfig, rows_to_dicts, stability
+
+    _threads(args)
+    config = StabilityConfig(model=args.model, dataset=args.dataset, train_size=args.train_size,
+                             holdout=args.holdout, corruption=args.corruption, epochs=args.epochs,
+                             replacements=args.replacements, lr=args.lr, seed=args.seed).validate()
+    raw = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir)
+    print(f"stability of {config.model} on {config.train_size} {config.dataset} images "
+          f"({config.corruption}), {config.replacements} replaced examples, {config.epochs} epochs")
+    rows = stability(raw, config)
+    print(f"\n{'epoch':>5} {'train acc':>9} {'held-out loss':>13} {'mean |dl|':>10} {'max |dl|':>9} "
+          f"{'removed dl':>10} {'||dtheta||':>10}")
+    for r in rows:
+        print(f"{r.epoch:>5} {100 * r.train_acc:>8.2f}% {r.heldout_loss:>13.4f} {r.mean_abs:>10.4f} "
+              f"{r.max_abs:>9.4f} {r.removed_gain:>10.4f} {r.param_dist:>10.4f}")
+    last = rows[-1]
+    summary = (f"{config.model}, n={config.train_size}, {config.corruption}: after {last.epoch} epochs "
+               f"(train acc {100 * last.train_acc:.1f}%) replacing one example changes the held-out loss by "
+               f"{last.mean_abs:.4f} on average and {last.max_abs:.4f} at most ({config.holdout} points, "
+               f"{config.replacements} replacements); the removed example's loss rises by "
+               f"{last.removed_gain:.3f}")
+    _record(args.out, "stability", _plain(config), {"rows": rows_to_dicts(rows), "summary": summary})
+    print(f"\n{summary}\nresults: {args.out}/results.sqlite (theory kind 'stability')")
+    return 0
