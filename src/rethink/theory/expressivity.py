@@ -203,13 +203,23 @@ def flatten_inputs(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], math.prod(x.shape[1:])).to(torch.float64)
 
 
-def direction_scale(x: Tensor) -> float:
-    """The largest power of two M with M * max_i ||x_i||_1 <= 2**49 (at least 1).
+def integer_rows_and_l1(x: Tensor, chunk_elements: int = 2**20) -> tuple[bool, float]:
+    """(all entries integers, largest row l1 norm), read in row chunks: O(chunk) extra memory."""
+    rows = max(1, chunk_elements // max(1, x.shape[1]))
+    integer, l1 = True, 0.0
+    for start in range(0, len(x), rows):
+        part = x[start : start + rows]
+        integer = integer and bool((part == part.round()).all())
+        l1 = max(l1, float(part.abs().sum(1).max()))
+    return integer, l1
+
+
+def direction_scale(l1: float) -> float:
+    """The largest power of two M with M * l1 <= 2**49 (at least 1), l1 = the largest row l1 norm.
 
     With integer a in [-M, M] every partial sum of <a, x> for integer x is an integer below
     2**49, so float64 computes it exactly in any order.
     """
-    l1 = float(x.abs().sum(1).max()) if len(x) else 0.0
     if l1 == 0.0:
         return 1.0
     return max(1.0, 2.0 ** math.floor(math.log2(PROJECTION_BOUND / l1)))
@@ -287,13 +297,12 @@ def solve_output_weights(x_sorted: Tensor, b: Tensor, y: Tensor) -> Tensor:
     return torch.tensor(w, dtype=torch.float64)
 
 
-def _choose_direction(x: Tensor, generator: torch.Generator, draws: int, exact: bool
+def _choose_direction(x: Tensor, generator: torch.Generator, draws: int, exact: bool, scale: float
                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """The best separated of `draws` random integer directions that keep distinct points apart.
 
     Returns (a, projections, order, first, directions tried); see `sorted_distinct`.
     """
-    scale = direction_scale(x)
     best, tried = None, 0
     for _ in range(8):  # a draw where two distinct points collide is rare: draw again
         candidates = random_directions(x.shape[1], draws, scale, generator)
@@ -324,22 +333,24 @@ def _construct(x: Tensor, targets: Tensor, seed: int, draws: int, knot_fraction:
                           "pass a non-empty (n, d) tensor")
     if len(targets) != len(x):
         raise ConfigError(f"{len(x)} points but {len(targets)} targets", "pass one target per point")
-    if not bool(torch.isfinite(x).all()) or not bool(torch.isfinite(targets).all()):
-        raise DataError("inputs or targets contain NaN or infinity", "clean the data first")
     if draws < 1:
         raise ConfigError(f"direction draws {draws} must be >= 1", "pass 1 or more")
     if not 0.0 < knot_fraction < 1.0:
         raise ConfigError(f"knot fraction {knot_fraction} is outside (0, 1)", "e.g. 0.125 or 0.5")
+    integer, l1 = integer_rows_and_l1(x)
+    if not math.isfinite(l1) or not bool(torch.isfinite(targets).all()):  # l1 is NaN/inf iff x is
+        raise DataError("inputs or targets contain NaN or infinity (or overflow)", "clean the data first")
     # integer inputs (pixels) with an integer a have exact projections: any summation order
-    integer = bool((x == x.round()).all()) and float(x.abs().sum(1).max()) <= PROJECTION_BOUND
-    a, p, order, first, tried = _choose_direction(x, torch.Generator().manual_seed(seed), draws, integer)
+    exact = integer and l1 <= PROJECTION_BOUND
+    a, p, order, first, tried = _choose_direction(x, torch.Generator().manual_seed(seed), draws, exact,
+                                                  direction_scale(l1))
     p_sorted = p[order]
     group = torch.cumsum(first.long(), 0) - 1  # (n,) group of each sorted row
     fitted = targets[order][first]  # (n_distinct, ...) the target of each group's first row
     conflicting = (targets[order] != fitted[group]).reshape(len(x), -1).any(1)
     x_distinct = p_sorted[first]
     b = knots(x_distinct, knot_fraction)
-    exact = integer and float(x.abs().sum(1).max()) * float(a.abs().max()) <= PROJECTION_BOUND
+    exact = exact and l1 * float(a.abs().max()) <= PROJECTION_BOUND
     gaps = x_distinct.diff()
     record = Construction(
         n_examples=len(x),
