@@ -21,8 +21,8 @@ Choices where the paper is silent (measured in docs/results/theory/expressivity.
 - forward: the literal n-unit hidden layer, blocked (O(block * n) memory), columns whose
   ReLU is zero for the whole block skipped. With `summation="compensated"` the sum
   sum_j w_j h_ij is as accurate as in twice float64's precision (Dekker's exact products and
-  a TwoSum tree); plain float64 loses ~eps * max_j |w_j| * range, which at n = 50,000 random
-  labels is 1e-6..1e-4 (range / smallest gap ~ 1e10 for a random a).
+  a TwoSum tree). Plain float64 loses ~eps * max_j |w_j| * range: 1.3e-4 on 50,000 random
+  CIFAR-10 labels (range / smallest gap ~ 5e9), against 5e-12 compensated, at ~15x the time.
 - repeated inputs: a function cannot give two labels to one point. Exact duplicates are
   found (equal projections, then equal rows); the network has one unit per distinct point,
   fitted to the label of its first occurrence, and the conflicting examples are counted.
