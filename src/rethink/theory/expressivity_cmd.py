@@ -28,30 +28,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Theorem 1: a two-layer ReLU net with 2n+d weights fits any labels",
         description="Theorem 1 (Section 4): build c(x) = sum_j w_j max(<a,x> - b_j, 0) fitting "
                     "every training label exactly, and measure it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--dataset", default="cifar10", help="cifar10, mnist, folder:PATH or idx:PATH")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 (default), mnist, folder:PATH or idx:PATH")
     p.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA, else a user cache dir)")
     p.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE)")
     p.add_argument("--train-size", type=int, default=None, help="stratified training subset (default: all)")
     p.add_argument("--test-size", type=int, default=None, help="stratified test subset (default: all)")
-    p.add_argument("--input-size", type=int, default=28, help="centre-crop size; 0 keeps full images")
-    p.add_argument("--labels", default="random", help="random (uniform over the classes) or true")
-    p.add_argument("--seed", type=int, default=0, help="labels, subsets and the direction a")
+    p.add_argument("--input-size", type=int, default=28,
+                   help="centre-crop size (default 28, as in training); 0 keeps full images")
+    p.add_argument("--labels", default="random", help="random (default: uniform over the classes) or true")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the labels, the subsets and the direction a (default 0)")
     p.add_argument("--variant", default="scalar",
-                   help="scalar: fit the label value (2n+d weights); multiclass: K outputs, argmax")
+                   help="scalar (default): fit the label value, 2n+d weights; multiclass: K outputs, argmax")
     p.add_argument("--summation", default=None,
                    help="compensated or plain output sums (default: compensated for scalar, "
                         "plain for multiclass)")
-    p.add_argument("--draws", type=int, default=8, help="random directions tried; the best separated is kept")
+    p.add_argument("--draws", type=int, default=8,
+                   help="random directions tried, the best separated kept (default 8)")
     p.add_argument("--knot-fraction", type=float, default=0.125,
-                   help="b_{k+1} = x_k + fraction * (x_{k+1} - x_k)")
+                   help="b_{k+1} = x_k + fraction * (x_{k+1} - x_k) (default 0.125)")
     p.add_argument("--plain-check", type=int, default=5000,
-                   help="training examples also evaluated with plain float64 sums (0: none)")
+                   help="training examples also evaluated with plain float64 sums (default 5000; 0: none)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; the blocked forward is many mid-sized ops, and on a shared "
-                        "2-core machine 2 threads ran 25x slower than 1")
-    p.add_argument("--out", default="runs", help="output directory holding results.sqlite")
+                        "2-core machine 2 threads ran 25x slower than 1 (default 1)")
+    p.add_argument("--out", default="runs", help="output directory holding results.sqlite (default: runs)")
     p.set_defaults(func=cmd_expressivity)
 
 
