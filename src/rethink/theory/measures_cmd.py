@@ -55,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--sharpness-draws", type=int, default=5)
     r.add_argument("--sharpness-examples", type=int, default=1000)
     r.add_argument("--recompute", action="store_true", help="ignore results recorded before")
+    r.add_argument("--markdown", default=None, metavar="FILE", help="also write the tables as Markdown")
     _data_args(r)
     r.set_defaults(func=cmd_runs)
 
@@ -174,7 +175,46 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print("\n".join(tau_table(report.taus)))
     print(f"\n{report.summary}")
     print(f"results: {record_out}/results.sqlite (theory kind 'measures')")
+    if args.markdown:
+        from rethink.files import atomic_write
+
+        atomic_write(Path(args.markdown), markdown_tables(report).encode())
+        print(f"tables: {args.markdown}")
     return 0
+
+
+def _md(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_tables(report: Any) -> str:
+    """The runs, true-vs-random and Kendall tau tables of a RunsReport, as Markdown."""
+    names = list(report.names)
+    head = ["run", "model", "labels", "reg.", "n", "train %", "test %", "gap", *names]
+    lines = [_md(head), _md(["---"] * len(head))]
+    for r in report.results:
+        acc = [f"{100 * r[k]:.1f}" for k in ("train_acc", "test_acc", "gap")]
+        lines.append(_md([r["run_id"], r["model"], r["labels"], r["regularizer"], str(r["train_size"]), *acc,
+                          *(_fmt(r["values"].get(n)) for n in names)]))
+    if report.pairs:
+        head = ["measure", *(c for t, _ in report.pairs for c in (f"{t['model']} true", "random", "ratio"))]
+        lines += ["", _md(head), _md(["---"] * len(head))]
+        for n in names:
+            cells = [n]
+            for t, r in report.pairs:
+                a, b = t["values"].get(n), r["values"].get(n)
+                cells += [_fmt(a), _fmt(b), f"{b / a:.3g}" if a not in (None, 0) and b is not None else "-"]
+            lines.append(_md(cells))
+    models = sorted({m for v in report.taus.values() for m in v["by_model"]})
+
+    def cell(t: dict[str, Any] | None) -> str:
+        return "-" if t is None or t["tau"] is None else f"{t['tau']:+.2f} ({t['runs']})"
+
+    head = ["measure", "all fitted runs", *models]
+    lines += ["", _md(head), _md(["---"] * len(head))]
+    for n, v in report.taus.items():
+        lines.append(_md([n, cell(v), *(cell(v["by_model"].get(m)) for m in models)]))
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------- rademacher
