@@ -20,6 +20,15 @@ from rethink.theory.kernels import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The problems here are small: one thread avoids thread-pool waits on a shared machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _mnist(raw, n: int, split: str = "train", offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     images = getattr(raw, f"{split}_images")[offset:offset + n]
     return ft.pixel_features(images), getattr(raw, f"{split}_labels")[offset:offset + n]
