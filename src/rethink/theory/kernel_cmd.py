@@ -293,7 +293,7 @@ def _positive(kind):
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA)")
     p.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE)")
-    p.add_argument("--out", default="runs", help="output directory (results.sqlite)")
+    p.add_argument("--out", default="runs", help="output directory for results.sqlite (default: runs)")
     p.add_argument("--threads", type=_positive(int), default=None, help="torch CPU threads")
 
 
@@ -302,38 +302,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ksub = k.add_subparsers(dest="kernel_command", required=True, metavar="SUBCOMMAND",
                             parser_class=type(k))
 
-    f = ksub.add_parser("fit", help="solve K alpha = Y exactly; train/test error, RKHS norm, time, memory",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    f.add_argument("--dataset", default="mnist", help="mnist, cifar10, folder:PATH or idx:PATH")
-    f.add_argument("--features", default="pixels", help=f"one of {', '.join(ft.FEATURES)}")
+    f = ksub.add_parser("fit", help="solve K alpha = Y exactly; train/test error, RKHS norm, time, memory")
+    f.add_argument("--dataset", default="mnist",
+                   help="mnist, cifar10, folder:PATH or idx:PATH (default: mnist)")
+    f.add_argument("--features", default="pixels",
+                   help=f"one of {', '.join(ft.FEATURES)} (default: pixels)")
     f.add_argument("--kernel", default=None,
                    help=f"one of {', '.join(KERNELS)} (default: rbf, linear for random-conv)")
     f.add_argument("--bandwidth", type=float, default=None,
                    help="rbf sigma in exp(-|x-z|^2/(2 sigma^2)) (default: 5 MNIST pixels, 1.5 MNIST "
                         "gabor, 6 CIFAR-10 pixels, else 0.5 x median distance)")
-    f.add_argument("--ridge", type=float, default=0.0, help="solve (K + ridge I) alpha = Y; 0 interpolates")
+    f.add_argument("--ridge", type=float, default=0.0,
+                   help="solve (K + ridge I) alpha = Y (default: 0, exact interpolation)")
     f.add_argument("--train-size", type=_positive(int), default=None,
                    help="stratified training subset (default: all)")
-    f.add_argument("--test-size", type=_positive(int), default=None, help="stratified test subset")
+    f.add_argument("--test-size", type=_positive(int), default=None,
+                   help="stratified test subset (default: all)")
     f.add_argument("--filters", type=_positive(int), default=ft.RandomConvConfig.filters,
-                   help=f"random-conv filters (paper: {PAPER_FILTERS:,})")
-    f.add_argument("--dtype", default="float32", help="kernel storage/factorization: float32 or float64")
-    f.add_argument("--block-size", type=_positive(int), default=1024, help="kernel and Cholesky block rows")
-    f.add_argument("--tol", type=_positive(float), default=1e-6, help="relative residual to reach")
-    f.add_argument("--seed", type=int, default=0, help="subset and random-filter seed")
+                   help=f"random-conv filters (default: %(default)s; paper: {PAPER_FILTERS:,})")
+    f.add_argument("--dtype", default="float32",
+                   help="kernel storage and factorization: float32 (default) or float64")
+    f.add_argument("--block-size", type=_positive(int), default=1024,
+                   help="kernel and Cholesky block rows (default: %(default)s)")
+    f.add_argument("--tol", type=_positive(float), default=1e-6,
+                   help="relative residual to reach (default: %(default)s)")
+    f.add_argument("--seed", type=int, default=0, help="subset and random-filter seed (default: 0)")
     _data_args(f)
     f.set_defaults(func=cmd_fit)
 
-    s = ksub.add_parser("sgd", help="SGD from 0 converges to the min-norm interpolant; random start does not",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--dataset", default="mnist")
-    s.add_argument("--train-size", type=_positive(int), default=100, help="n (must be < d pixels)")
-    s.add_argument("--test-size", type=_positive(int), default=10_000)
-    s.add_argument("--epochs", type=_positive(int), default=1000)
-    s.add_argument("--lr", type=_positive(float), default=None, help="step size (default 1/max|x|^2)")
-    s.add_argument("--init-scale", type=_positive(float), default=0.05, help="std of the random start")
-    s.add_argument("--log-every", type=_positive(int), default=100, help="epochs between progress lines")
-    s.add_argument("--compare", default="pixels,gabor", help="feature maps for the norm comparison")
-    s.add_argument("--seed", type=int, default=0)
+    s = ksub.add_parser("sgd", help="SGD from 0 converges to the min-norm interpolant; random start does not")
+    s.add_argument("--dataset", default="mnist", help="(default: mnist)")
+    s.add_argument("--train-size", type=_positive(int), default=100,
+                   help="n, fewer than the d pixels (default: %(default)s)")
+    s.add_argument("--test-size", type=_positive(int), default=10_000, help="(default: %(default)s)")
+    s.add_argument("--epochs", type=_positive(int), default=1000, help="(default: %(default)s)")
+    s.add_argument("--lr", type=_positive(float), default=None, help="step size (default: 1/max|x|^2)")
+    s.add_argument("--init-scale", type=_positive(float), default=0.05,
+                   help="std of the random start's entries (default: %(default)s)")
+    s.add_argument("--log-every", type=_positive(int), default=100,
+                   help="epochs between progress lines (default: %(default)s)")
+    s.add_argument("--compare", default="pixels,gabor",
+                   help="feature maps for the norm comparison (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="subset, start and order seed (default: 0)")
     _data_args(s)
     s.set_defaults(func=cmd_sgd)
