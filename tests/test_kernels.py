@@ -78,7 +78,9 @@ def test_interpolates_a_real_mnist_subset_exactly(real_mnist):
     xt, yt = _mnist(real_mnist, 1000, "test")
     model = MinNormInterpolator("rbf", bandwidth=5.0, block_size=128).fit(x, y)
     assert model.train_error_ == 0.0
-    assert model.residual_ < 1e-6 and model.shift_ == 0.0
+    assert model.residual_ < 1e-6 and model.shift_ == 0.0 and model.converged_
+    starved = MinNormInterpolator("rbf", bandwidth=300.0, max_iter=1).fit(x[:400], y[:400])
+    assert not starved.converged_ and starved.residual_ > starved.tol  # an unmet tolerance is flagged
     assert torch.equal(model.predict(x), y)  # recomputed kernel rows: still an exact fit
     assert model.score(xt, yt) > 0.85  # 600 examples; the full 60,000 give ~98.8%
     assert model.rkhs_norm_ > 0 and model.peak_memory_ > 0

@@ -167,8 +167,8 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
         f"{feats[config.features]}: train error {100 * model.train_error_:.2f}%, test error "
         f"{100 * test_error:.2f}% on {m:,}" + (f" (paper {paper_error:g}%)" if paper_error else "")
         + f", RKHS norm {model.rkhs_norm_:.4g}" + (f" (paper ~{paper_norm:g})" if paper_norm else "")
-        + f", residual {model.residual_:.1e}" + (f" (preconditioner shift {model.shift_:.1e})"
-                                                  if model.shift_ else "")
+        + f", residual {model.residual_:.1e}" + ("" if model.converged_ else f" NOT below tol {config.tol:g}")
+        + (f" (preconditioner shift {model.shift_:.1e})" if model.shift_ else "")
         + f", {total:.0f} s ({cpu:.0f} CPU s on {torch.get_num_threads()} threads), peak {_gb(peak)}"
     )
     return {
@@ -180,7 +180,7 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
         "paper_test_error": paper_error / 100 if paper_error else None, "paper_norm": paper_norm,
         "rkhs_norm": model.rkhs_norm_, "residual": model.residual_,
         "max_abs_residual": model.max_abs_residual_, "residual_history": model.residual_history_,
-        "pcg_iterations": model.n_iter_, "preconditioner_shift": model.shift_,
+        "converged": model.converged_, "pcg_iterations": model.n_iter_, "preconditioner_shift": model.shift_,
         "time_s": {"features": t_features, **model.timings_, "predict": t_predict, "total": total},
         "cpu_time_s": cpu,  # user + system over all threads: what the work costs on a machine shared or not
         "peak_memory_bytes": peak, "memory_estimate_bytes": need,

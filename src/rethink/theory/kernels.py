@@ -277,7 +277,8 @@ class MinNormInterpolator:
     Attributes (after fit)
     ----------------------
     X_fit_, classes_, n_features_in_, alpha_ (n x classes, float64, a.k.a. dual_coef_),
-    rkhs_norm_ (sqrt(trace(alpha^T K alpha))), residual_ (max relative column residual),
+    rkhs_norm_ (sqrt(trace(alpha^T K alpha))), residual_ (max relative column residual), converged_
+    (residual_ <= tol; False when max_iter ran out),
     max_abs_residual_, train_error_ (from K alpha on the training set), n_iter_, shift_
     (0 unless the float32 factorization failed), residual_history_, timings_ (seconds for kernel,
     factorization, solve), peak_memory_ (process peak RSS in bytes, ru_maxrss).
@@ -383,6 +384,10 @@ class MinNormInterpolator:
         self.alpha_ = self.dual_coef_ = alpha
         self.rkhs_norm_ = math.sqrt(max(float((alpha * f_train).sum()), 0.0))
         self.residual_ = history[-1]
+        self.converged_ = self.residual_ <= self.tol
+        if not self.converged_:
+            self._log(f"pcg: NOT converged after {self.max_iter} iterations: residual {self.residual_:.2e} "
+                      f"> tol {self.tol:g}")
         self.max_abs_residual_ = float(r.abs().max())
         self.residual_history_ = history
         self.n_iter_ = len(history) - 2
