@@ -234,6 +234,13 @@ def test_runs_out_of_budget_are_not_evidence(tmp_path):
     assert "inconclusive" in line and line.endswith("**not measured**")
 
 
+def test_batchnorm_effect_needs_both_networks_fitted(tmp_path):
+    make_store(tmp_path, experiments=("fig2b",), trouble=False, fit=False)
+    line = _finding((write_report(tmp_path).parent / "report.md").read_text(), "BatchNorm improves")
+    assert "inconclusive" in line and "train accuracy in its budget" in line
+    assert line.endswith("**not measured**")
+
+
 def test_sweep_with_no_runs_yet_renders(tmp_path):
     preset = PRESETS["smoke"]
     points = build_points(preset)

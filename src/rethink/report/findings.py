@@ -297,6 +297,13 @@ def batchnorm(sweep: SweepData) -> list[Finding]:
         return [_absent(claim, paper_text, why)]
     gain = a - b
     measured = f"{a:.1f}% with vs {b:.1f}% without BatchNorm: {gain:+.1f} points"
+    # the paper compares networks that fit their training set; one that ran out of budget
+    # is still learning, and its test accuracy says nothing about batch norm
+    train = {c.model: _mean(c, "train_acc") for c in (with_bn, without)}
+    unfitted = {m: t for m, t in train.items() if t is not None and t < FIT_ACC}
+    if unfitted:
+        why = "; ".join(f"{model_name(m)} reached only {t:.1f}% train accuracy" for m, t in unfitted.items())
+        return [_absent(claim, paper_text, f"inconclusive: {measured}, but {why} in its budget")]
     return [Finding(claim, measured, paper_text, _verdict(BN_GAIN_MIN < gain <= BN_GAIN_MAX))]
 
 
