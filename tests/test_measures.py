@@ -223,7 +223,7 @@ def test_cli_measures_end_to_end(tiny_store, tmp_path, shared_data_dir, capsys):
                  "--markdown", str(md)]) == 0
     text = capsys.readouterr().out
     assert "true vs random labels at equal training error" in text and "Kendall tau" in text
-    assert "| measure | mlp1x512 true | random | ratio |" in md.read_text()
+    assert "| model | n | reg. | test % true | test % random | params ratio |" in md.read_text()
     assert main(["measures", "rademacher", "--models", "linear", "--pool", "1", "--sizes", "50,100",
                  "--draws", "1", "--out", str(rec), "--data-dir", str(shared_data_dir)]) == 0
     assert main(["measures", "stability", "--train-size", "100", "--holdout", "50", "--epochs", "2",

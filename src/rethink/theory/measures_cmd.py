@@ -196,14 +196,15 @@ def markdown_tables(report: Any) -> str:
         acc = [f"{100 * r[k]:.1f}" for k in ("train_acc", "test_acc", "gap")]
         lines.append(_md([r["run_id"], r["model"], r["labels"], r["regularizer"], str(r["train_size"]), *acc,
                           *(_fmt(r["values"].get(n)) for n in names)]))
-    if report.pairs:
-        head = ["measure", *(c for t, _ in report.pairs for c in (f"{t['model']} true", "random", "ratio"))]
+    if report.pairs:  # one row per pair: random-label value / true-label value of each measure
+        head = ["model", "n", "reg.", "test % true", "test % random", *(f"{n} ratio" for n in names)]
         lines += ["", _md(head), _md(["---"] * len(head))]
-        for n in names:
-            cells = [n]
-            for t, r in report.pairs:
+        for t, r in report.pairs:
+            cells = [t["model"], str(t["train_size"]), t["regularizer"], f"{100 * t['test_acc']:.1f}",
+                     f"{100 * r['test_acc']:.1f}"]
+            for n in names:
                 a, b = t["values"].get(n), r["values"].get(n)
-                cells += [_fmt(a), _fmt(b), f"{b / a:.3g}" if a not in (None, 0) and b is not None else "-"]
+                cells.append(f"{b / a:.3g}" if a not in (None, 0) and b is not None else "-")
             lines.append(_md(cells))
     models = sorted({m for v in report.taus.values() for m in v["by_model"]})
 
