@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from rethink.config import RunConfig
-from rethink.data.pipeline import build_run_data
+from rethink.data.pipeline import RunData, build_run_data
 from rethink.data.sources import RawDataset, load_dataset
 from rethink.errors import CheckpointError, ConfigError, DataError
 from rethink.models import count_params
@@ -225,7 +225,7 @@ class RawCache:
 
 
 def load_run(out_dir: str | Path, row: dict[str, Any], raw: RawDataset
-             ) -> tuple[nn.Module, nn.Module, Any]:
+             ) -> tuple[nn.Module, nn.Module, RunData]:
     """(trained model, initial model, RunData) of a stored run, checked against its checkpoint."""
     config = RunConfig.from_dict(json.loads(row["config"]))
     if row.get("data_hash") and row["data_hash"] != raw.content_hash:
@@ -261,13 +261,14 @@ def measure_run(out_dir: str | Path, row: dict[str, Any], raw: RawDataset,
         "test_acc": row["test_acc"], "gap": row["train_acc"] - row["test_acc"],
         "seconds": time.perf_counter() - t0,
     })
-    shown = ", ".join(f"{k} {_fmt(v)}" for k, v in result["values"].items())
+    shown = ", ".join(f"{k} {fmt_value(v)}" for k, v in result["values"].items())
     result["summary"] = (f"run {row['run_id']} ({row['model']}, {labels_of(row)}, {regularizer(config)}, "
                          f"n={row['train_size']}): gap {100 * result['gap']:.1f} points; {shown}")
     return result
 
 
-def _fmt(v: float | None) -> str:
+def fmt_value(v: float | None) -> str:
+    """A measure value in 3 significant digits, or "-" when it is not defined."""
     if v is None:
         return "-"
     return f"{v:.3g}" if abs(v) < 1e5 else f"{v:.2e}"

@@ -106,9 +106,9 @@ def _record(out: str | Path, kind: str, config: dict[str, Any], result: dict[str
 
 
 def _fmt(v: float | None) -> str:
-    from rethink.theory.measures import _fmt as fmt
+    from rethink.theory.measures import fmt_value
 
-    return fmt(v)
+    return fmt_value(v)
 
 
 def runs_table(results: list[dict[str, Any]], names: tuple[str, ...]) -> list[str]:
@@ -239,13 +239,12 @@ def cmd_rademacher(args: argparse.Namespace) -> int:
     for c in configs:
         print(f"{c.model}: fitting {c.draws} random sign vectors at n = {', '.join(map(str, c.sizes))}")
         points = rademacher(raw, c)
-        for p in points:
-            table.append(p)
+        table.extend(points)
         line = ", ".join(f"n={p.n}: {p.sign_mean:.3f}" for p in points)
         pooled = f", inputs pooled to {c.pool}x{c.pool}" if c.pool else ""
         summary = (f"{c.model} on {c.dataset}{pooled}: empirical Rademacher complexity (sign outputs, "
                    f"{c.draws} draws) {line}")
-        _record(args.out, "rademacher", {**_plain(c)},
+        _record(args.out, "rademacher", _plain(c),
                 {"points": [p.to_dict() for p in points], "summary": summary})
     print(f"\n{'model':<16} {'n':>6} {'R_n (sign)':>11} {'std':>6} {'R_n (clip)':>11} {'fitted':>7} "
           f"{'epochs':>7}")
