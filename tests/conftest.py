@@ -26,6 +26,17 @@ def _isolated_array_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["RETHINK_CACHE"] = old
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Small tensor problems: on a shared 2-core CPU a second thread only adds thread-pool waits."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     """The real datasets (read-only); skips the test when they are absent."""

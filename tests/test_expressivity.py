@@ -22,14 +22,7 @@ from rethink.theory.expressivity import (
     solve_output_weights,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The blocked forward is many mid-sized ops; on a shared CPU extra threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _points(n: int, d: int, seed: int = 0, high: int = 256) -> torch.Tensor:

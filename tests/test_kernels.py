@@ -19,14 +19,7 @@ from rethink.theory.kernels import (
     rbf,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The problems here are small: one thread avoids thread-pool waits on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mnist(raw, n: int, split: str = "train", offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -205,12 +205,8 @@ def config_from_args(args: argparse.Namespace):  # -> RunConfig
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import torch
-
     from rethink.train.runner import run
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = config_from_args(args).validate()
     result = run(
         config,
@@ -238,12 +234,8 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    import torch
-
     from rethink.experiments.sweep import run_sweep
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     result = run_sweep(
         args.preset,
         experiments=_names(args.experiments),
@@ -322,6 +314,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "threads", None):  # every command that trains or solves takes --threads
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except RethinkError as exc:

@@ -122,8 +122,8 @@ def run_sweep(
         )
         done = {rid for rid in runs if _finished(store, rid)}
         todo = [rid for rid in runs if rid not in done]
-        # epochs still to train per run: an interrupted run resumes after its stored epochs
-        left = {rid: runs[rid].max_epochs - len(store.epochs(rid)) for rid in todo}
+        stored = {rid: len(store.epochs(rid)) for rid in todo}  # an interrupted run resumes after these
+    left = {rid: runs[rid].max_epochs - stored[rid] for rid in todo}  # epochs still to train
     budget = sum(per_epoch[rid] * left[rid] for rid in todo)
     log(
         f"sweep {sid}: preset {preset.name}, {len(points)} points over {len(runs)} runs "
@@ -147,7 +147,7 @@ def run_sweep(
             result = run(config, out_dir=out_dir, data_dir=data_dir, cache_dir=cache_dir, device=device,
                          tensorboard=tensorboard, log=lambda line, prefix=prefix: log(f"{prefix} {line}"))
             finished += 1
-            trained_estimate += per_epoch[rid] * (result.epochs - (config.max_epochs - left[rid]))
+            trained_estimate += per_epoch[rid] * (result.epochs - stored[rid])
             log(f"{prefix} {result.status}: train {100 * result.train_acc:.2f}%, test "
                 f"{100 * result.test_acc:.2f}%, {result.steps} steps, {result.wall_time:.0f} s")
         except RethinkError:  # a user-fixable problem (e.g. a damaged checkpoint): stop and say so

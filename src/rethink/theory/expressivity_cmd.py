@@ -117,8 +117,6 @@ def cmd_expressivity(args: argparse.Namespace) -> int:
     from rethink.train.runner import software_versions
 
     config = config_from_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     raw = load_dataset(config["dataset"], args.data_dir, cache_dir=args.cache_dir)
     train_images, train_labels = raw.train_images, raw.train_labels

@@ -248,15 +248,12 @@ def _record(out: str, config: dict[str, Any], result: dict[str, Any]) -> str:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = KernelRunConfig(
         dataset=args.dataset, features=args.features, kernel=args.kernel, bandwidth=args.bandwidth,
         ridge=args.ridge, train_size=args.train_size, test_size=args.test_size, filters=args.filters,
         dtype=args.dtype, block_size=args.block_size, tol=args.tol, seed=args.seed,
     ).validate()
-    data_dir = args.data_dir or os.environ.get("RETHINK_DATA")
-    result = run_kernel(config, data_dir=data_dir, cache_dir=args.cache_dir)
+    result = run_kernel(config, data_dir=args.data_dir, cache_dir=args.cache_dir)
     key = _record(args.out, {"experiment": "fit", **asdict(config), "bandwidth": result["bandwidth"]}, result)
     print(result["summary"])
     print(f"results: {args.out}/results.sqlite (theory kernel {key})")
@@ -264,9 +261,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_sgd(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.data_dir = args.data_dir or os.environ.get("RETHINK_DATA")
     config, result = run_sgd_demo(args)
     for row in result["norm_vs_generalization"]:
         print(f"min-norm linear interpolant on {row['features']} ({row['dim']} dims, rms "

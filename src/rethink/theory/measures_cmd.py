@@ -87,13 +87,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_stability)
 
 
-def _threads(args: argparse.Namespace) -> None:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-
 def _record(out: str | Path, kind: str, config: dict[str, Any], result: dict[str, Any]) -> None:
     from rethink.store import Store
     from rethink.train.runner import software_versions
@@ -153,7 +146,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rethink.theory.measures import MeasureOptions, measure_runs
     from rethink.theory.sharpness import SharpnessConfig
 
-    _threads(args)
     options = MeasureOptions(measures=_names(args.measures),
                              sharpness=SharpnessConfig(draws=args.sharpness_draws,
                                                        examples=args.sharpness_examples)).validate()
@@ -225,7 +217,6 @@ def cmd_rademacher(args: argparse.Namespace) -> int:
     from rethink.data.sources import load_dataset
     from rethink.theory.rademacher import RademacherConfig, check_model, rademacher
 
-    _threads(args)
     models, sizes = _names(args.models) or (), _sizes(args.sizes)
     if not models:
         raise ConfigError("no --models given", "e.g. --models mlp1x512,linear")
@@ -270,7 +261,6 @@ def cmd_stability(args: argparse.Namespace) -> int:
     from rethink.data.sources import load_dataset
     from rethink.theory.stability import StabilityConfig, rows_to_dicts, stability
 
-    _threads(args)
     config = StabilityConfig(model=args.model, dataset=args.dataset, train_size=args.train_size,
                              holdout=args.holdout, corruption=args.corruption, epochs=args.epochs,
                              replacements=args.replacements, lr=args.lr, seed=args.seed).validate()
