@@ -217,12 +217,38 @@ def test_theory_results_in_the_store_get_a_section(tmp_path):
     make_store(tmp_path, experiments=("table1",), models=("mlp1x512",), trouble=False)
     assert "## Theory" not in (write_report(tmp_path).parent / "report.md").read_text()
     with Store(tmp_path) as store:
-        store.record_theory("expressivity", {"n": 50}, {"summary": "102 weights fit 50 random labels"})
         store.record_theory("kernel", {"n": 60}, {"max_error": 0.0})
+        store.record_theory("expressivity", {"n": 50}, {"summary": "102 weights fit 50 random labels"})
     md = (write_report(tmp_path).parent / "report.md").read_text()
     section = md.split("## Theory", 1)[1].split("\n## ", 1)[0]
-    assert "Theorem 1" in section and "102 weights fit 50 random labels" in section
-    assert "Section 5" in section and "(no summary)" in section
+    assert section.index("Theorem 1") < section.index("Section 5")  # the paper's order, not the store's
+    assert "102 weights fit 50 random labels" in section and "(no summary)" in section
+
+
+def test_report_lists_theory_results_of_other_stores(tmp_path, capsys):
+    from rethink.cli import main
+
+    make_store(tmp_path / "sweep", experiments=("table1",), models=("mlp1x512",), trouble=False)
+    with Store(tmp_path / "measures") as store:
+        for run in ("a", "b"):
+            store.record_theory("measures", {"mode": "run", "run": run}, {"summary": f"run {run}: gap 9"})
+        store.record_theory("measures", {"mode": "sweep"}, {"summary": "2 runs measured; Kendall tau +0.5"})
+    with Store(tmp_path / "stability") as store:
+        store.record_theory("stability", {"n": 20}, {"summary": "loss changes by 0.13"})
+    with Store(tmp_path / "rerun") as store:  # the same config rerun elsewhere, later: replaces
+        store.record_theory("stability", {"n": 20}, {"summary": "loss changes by 0.12"})
+    args = ["report", "--out", str(tmp_path / "sweep"), "--theory", str(tmp_path / "measures"),
+            "--theory", str(tmp_path / "stability"), "--theory", str(tmp_path / "rerun")]
+    assert main(args) == 0
+    md = (tmp_path / "sweep" / "report" / "report.md").read_text()
+    section = md.split("## Theory", 1)[1].split("\n## ", 1)[0]
+    assert "2 runs measured; Kendall tau +0.5" in section and "loss changes by 0.12" in section
+    assert "loss changes by 0.13" not in section
+    assert "run a: gap 9" not in section and "of 2 trained runs" in section  # per-run rows counted
+    capsys.readouterr()
+    assert main(args[:3] + ["--theory", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "no results database in" in err and "nowhere" in err and err.count("\n") == 1
 
 
 def test_runs_out_of_budget_are_not_evidence(tmp_path):

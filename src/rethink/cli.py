@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write the HTML/Markdown report of a sweep")
     rp.add_argument("--out", default="runs", help="output directory holding results.sqlite")
     rp.add_argument("--sweep", default=None, help="sweep id (default: the most recent)")
+    rp.add_argument("--theory", action="append", default=[], metavar="DIR",
+                    help="also list the theory results stored in DIR (the --out of `rethink expressivity`, "
+                         "`kernel` or `measures`); repeatable")
     rp.set_defaults(func=cmd_report)
 
     # ---- rethink models
@@ -263,7 +266,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (Path(args.out) / DB_NAME).exists():
         raise StoreError(f"no results database in {args.out}/",
                          "run `rethink reproduce` first, or pass --out")
-    print(f"report: {write_report(args.out, sweep_id=args.sweep)}")
+    print(f"report: {write_report(args.out, sweep_id=args.sweep, theory_dirs=args.theory)}")
     return EXIT_OK
 
 

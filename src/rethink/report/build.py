@@ -4,6 +4,7 @@ figures (PNG and SVG) into the report folder, each file atomically (temp file + 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from rethink.files import atomic_write
@@ -17,12 +18,15 @@ from rethink.report.sections import build_document
 FIGURES_DIR = "figures"
 
 
-def write_report(out_dir: str | Path, *, sweep_id: str | None = None, dest: str | Path | None = None) -> Path:
+def write_report(out_dir: str | Path, *, sweep_id: str | None = None, dest: str | Path | None = None,
+                 theory_dirs: Sequence[str | Path] = ()) -> Path:
     """Write the report of one sweep (default: the most recent) and return the path of index.html.
 
-    Raises StoreError when `out_dir` holds no results database or no sweep (or not `sweep_id`).
+    Its Theory section lists the theory results of `out_dir`'s store and of `theory_dirs`.
+    Raises StoreError when `out_dir` (or one of `theory_dirs`) holds no results database, or
+    `out_dir` no sweep (or not `sweep_id`).
     """
-    sweep = load_sweep(out_dir, sweep_id)
+    sweep = load_sweep(out_dir, sweep_id, theory_dirs)
     dest = Path(dest) if dest is not None else Path(out_dir) / "report"
     figures_dir = dest / FIGURES_DIR
     figures_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,8 +236,10 @@ def pick_sweep(store: Store, out_dir: Path, sweep_id: str | None) -> dict[str, A
     raise StoreError(f"no sweep {sweep_id} in {out_dir / DB_NAME}", f"known sweeps: {known}")
 
 
-def load_sweep(out_dir: str | Path, sweep_id: str | None = None) -> SweepData:
-    """The chosen sweep (default: the most recent) with its cells and learning curves."""
+def load_sweep(out_dir: str | Path, sweep_id: str | None = None,
+               theory_dirs: Sequence[str | Path] = ()) -> SweepData:
+    """The chosen sweep (default: the most recent) with its cells and learning curves, and the theory
+    results of its store followed by those of `theory_dirs` (other results directories)."""
     out_dir = Path(out_dir)
     if not (out_dir / DB_NAME).is_file():  # Store() would create an empty database
         raise StoreError(f"no sweep in {out_dir / DB_NAME}", "run `rethink reproduce` first")
@@ -259,7 +262,20 @@ def load_sweep(out_dir: str | Path, sweep_id: str | None = None) -> SweepData:
             if p["experiment"] in CURVE_EXPERIMENTS and p["run"] is not None
         }
         theory = store.theory()
+    for extra in theory_dirs:
+        theory += load_theory(extra)
+    latest = {(r["kind"], r["key"]): r for r in sorted(theory, key=lambda r: r["created_at"])}
+    theory = sorted(latest.values(), key=lambda r: r["created_at"])  # a rerun elsewhere replaces
     return SweepData(out_dir, sweep, points, cells, curves, theory)
+
+
+def load_theory(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The theory results stored in another results directory (`rethink report --theory DIR`)."""
+    if not (Path(out_dir) / DB_NAME).is_file():
+        raise StoreError(f"no results database in {out_dir}/ (given with --theory)",
+                         "pass the --out directory of a `rethink expressivity|kernel|measures` run")
+    with Store(out_dir, readonly=True) as store:
+        return store.theory()
 
 
 def versions_of(run: dict[str, Any] | None) -> dict[str, Any]:

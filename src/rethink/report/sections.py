@@ -316,20 +316,31 @@ def findings_section(found: list[Finding]) -> Section:
         "Thresholds:", Bullets(list(findings.THRESHOLDS)), *found)
 
 
-THEORY_COMMANDS = {"expressivity": "Theorem 1: finite-sample expressivity",
-                   "kernel": "Section 5: minimum-norm interpolation"}
+THEORY_KINDS = {  # in the paper's order
+    "expressivity": "Theorem 1: finite-sample expressivity",
+    "kernel": "Section 5: minimum-norm interpolation",
+    "rademacher": "Complexity: empirical Rademacher complexity",
+    "measures": "Complexity measures against the generalization gap",
+    "stability": "Complexity: empirical stability",
+}
 
 
 def theory_section(sweep: SweepData) -> Section:
-    """The theory results recorded in the same results store, one line each (`rethink expressivity`,
-    `rethink kernel`, `rethink measures`); they do not depend on the sweep above."""
-    rows = [[THEORY_COMMANDS.get(r["kind"], f"complexity measures ({r['kind']})"),
-             str(r["result"].get("summary", "(no summary)")), r["created_at"]]
-            for r in sweep.theory]
+    """The theory results recorded in the store (and any `--theory` stores), one line each, in the
+    paper's order. `rethink measures runs` also stores one row per measured run: those are counted,
+    their sweep-level summary (Kendall tau with the gap) is the line shown."""
+    order = {kind: i for i, kind in enumerate(THEORY_KINDS)}
+    ranked = sorted(sweep.theory, key=lambda r: (order.get(r["kind"], len(order)), r["created_at"]))
+    per_run = [r for r in ranked if r["kind"] == "measures" and r["config"].get("mode") == "run"]
+    rows = [[THEORY_KINDS.get(r["kind"], r["kind"]), str(r["result"].get("summary", "(no summary)")),
+             r["created_at"]] for r in ranked if r not in per_run]
+    notes = [f"Per-run complexity measures of {len(per_run)} trained runs are stored as well "
+             "(one row each, kind 'measures')."] if per_run else []
     return Section("theory", "Theory, executable").add(
-        "Results of `rethink expressivity`, `rethink kernel` and `rethink measures` stored in this "
-        "output directory (their commands and full output: docs/results/theory/).",
-        Table(["part of the paper", "measured", "recorded"], rows))
+        "Results of `rethink expressivity`, `rethink kernel` and `rethink measures` stored with this "
+        "sweep or in the directories given to `rethink report --theory` (their commands and full "
+        "output: docs/results/theory/). They do not depend on the sweep above.",
+        Table(["part of the paper", "measured", "recorded"], rows), *notes)
 
 
 def build_document(sweep: SweepData) -> Document:
