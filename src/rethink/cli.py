@@ -171,6 +171,8 @@ def _add_theory_commands(sub: argparse._SubParsersAction) -> None:
     expressivity_cmd.add_parser(sub)
     from rethink.theory import kernel_cmd
     kernel_cmd.add_parser(sub)
+    from rethink.bench import command as bench_cmd
+    bench_cmd.add_parser(sub)
 
 
 def config_from_args(args: argparse.Namespace):  # -> RunConfig

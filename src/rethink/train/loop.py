@@ -82,6 +82,21 @@ def build_model(config: RunConfig, data: RunData, device: torch.device) -> nn.Mo
     return model.to(device=device, memory_format=fmt)
 
 
+def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
+             precision: str) -> float:
+    """One optimizer step on a batch (model in train mode); returns the loss. A non-finite loss
+    takes no step. `rethink bench` times exactly this."""
+    with autocast_for(precision, xb.device):
+        loss = F.cross_entropy(model(xb), yb)
+    value = loss.item()
+    if not math.isfinite(value):
+        return value
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return value
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str
@@ -171,15 +186,11 @@ def fit(
         t_epoch = time.perf_counter()
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size].to(device)
-            xb = data.train_batch(idx, augment_gen)
-            with autocast_for(config.precision, device):
-                loss = F.cross_entropy(model(xb), data.train_y[idx])
-            if not math.isfinite(loss.item()):
-                status, message = "diverged", f"loss became {loss.item()} at step {step + 1}"
+            loss = sgd_step(model, optimizer, data.train_batch(idx, augment_gen), data.train_y[idx],
+                            config.precision)
+            if not math.isfinite(loss):
+                status, message = "diverged", f"loss became {loss} at step {step + 1}"
                 break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             step += 1
         if status == "diverged":
             break

@@ -1,0 +1,225 @@
+"""Training benchmarks: throughput (ours vs the idiom), utilization, epoch anatomy, time to fit.
+
+Every figure is measured on real images (a stratified CIFAR-10 subset) with the paper's model
+and optimizer, batch 128. "Ours" is `sgd_step` on batches `RunData.train_batch` indexes from
+in-memory tensors, the model in the memory format `build_model` gives it: what `rethink run`
+executes. The idiom is `rethink.bench.idiom`, starting from the same initial weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from rethink.bench.idiom import idiom_evaluate, idiom_loader, idiom_step, with_stock_lrn
+from rethink.bench.timing import time_reps
+from rethink.config import RunConfig
+from rethink.data.pipeline import RunData, build_run_data
+from rethink.data.sources import RawDataset
+from rethink.models import create_model, get_model_info
+from rethink.store import Store
+from rethink.train.loop import build_model, sgd_step
+from rethink.train.runner import run
+
+BATCH = 128
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One model on one subset: the data as our trainer sees it and the config that built it."""
+
+    config: RunConfig
+    data: RunData
+    raw_train: torch.Tensor  # the subset's uint8 images, for the idiom's Dataset
+
+
+def setup(
+    raw: RawDataset,
+    model: str,
+    precision: str,
+    train_size: int,
+    *,
+    corruption: str = "true",
+    max_epochs: int = 3,
+) -> Setup:
+    config = RunConfig(
+        model=model,
+        train_size=train_size,
+        test_size=min(1000, len(raw.test_labels)),
+        corruption=corruption,
+        precision=precision,
+        max_epochs=max_epochs,
+    )
+    fmt = torch.channels_last if get_model_info(model).is_conv else torch.contiguous_format
+    data = build_run_data(config, raw, memory_format=fmt)
+    return Setup(config, data, raw.train_images[data.subset])
+
+
+def _optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=config.effective_lr, momentum=config.momentum)
+
+
+def _cycle(loader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def throughput(s: Setup, *, steps: int, reps: int) -> dict[str, Any]:
+    """Images/s of `steps` optimizer steps, ours and the idiom's, from the same initial weights;
+    plus the FLOPs of one step and a bare step on a fixed batch (no data handling at all)."""
+    config, data = s.config, s.data
+    ours = build_model(config, data, data.train_y.device)
+    initial = copy.deepcopy(ours.state_dict())
+    opt = _optimizer(ours, config)
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(data.train_y), generator=gen)
+    cursor = {"at": 0}
+
+    def our_steps() -> None:
+        for _ in range(steps):
+            at = cursor["at"] % max(len(order) - BATCH + 1, 1)
+            idx = order[at : at + BATCH]
+            cursor["at"] += BATCH
+            sgd_step(ours, opt, data.train_batch(idx, gen), data.train_y[idx], config.precision)
+
+    xb, yb = data.train_x[:BATCH], data.train_y[:BATCH]
+
+    def bare_steps() -> None:
+        for _ in range(steps):
+            sgd_step(ours, opt, xb, yb, config.precision)
+
+    ours.train()
+    t_ours = time_reps(our_steps, warmup=1, reps=reps)
+    t_bare = time_reps(bare_steps, warmup=0, reps=reps)
+    with FlopCounterMode(display=False) as counter:
+        sgd_step(ours, opt, xb, yb, config.precision)
+    flops = counter.get_total_flops()
+
+    idiom = with_stock_lrn(
+        create_model(
+            config.model, in_shape=data.in_shape, num_classes=data.num_classes, dropout=config.dropout
+        )
+    )
+    idiom.load_state_dict(initial)
+    idiom.train()
+    idiom_opt = _optimizer(idiom, config)
+    loader = idiom_loader(s.raw_train, data.train_y, batch_size=BATCH, size=config.input_size)
+    batches = _cycle(loader)
+
+    def idiom_steps() -> None:
+        for _ in range(steps):
+            xi, yi = next(batches)
+            idiom_step(idiom, idiom_opt, xi, yi, config.precision)
+
+    t_idiom = time_reps(idiom_steps, warmup=1, reps=reps)
+    batches.close()
+    images = steps * BATCH
+    return {
+        "ours": t_ours.rate(images),
+        "idiom": t_idiom.rate(images),
+        "bare_step": t_bare.rate(images),
+        "ratio": t_idiom.median / t_ours.median,
+        "flops_per_step": flops,
+        "steps": steps,
+        "reps": reps,
+        "achieved_flops": flops * steps / t_ours.median,
+    }
+
+
+def anatomy(
+    s: Setup,
+    *,
+    epochs: int,
+    bare_images_per_s: float,
+    data_dir: str | Path | None,
+    cache_dir: str | Path | None,
+) -> dict[str, Any]:
+    """Where an epoch of `rethink run` goes: the SGD compute (n images at the bare-step rate) against
+    the whole epoch (batching, augmentation, full-train-set and test evaluation, checkpoint, database)."""
+    config = s.config.replace(max_epochs=epochs, stop_at_fit=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        run(config, out_dir=tmp, data_dir=data_dir, cache_dir=cache_dir, device="cpu", log=lambda _: None)
+        with Store(tmp) as store:
+            rows = store.epochs(config.run_id)
+    later = rows[1:]  # the first epoch pays one-off warm-up costs
+    epoch = statistics.median(b["wall_time"] - a["wall_time"] for a, b in zip(rows, rows[1:], strict=False))
+    compute = len(s.data.train_y) / bare_images_per_s
+    return {
+        "epoch_s": epoch,
+        "compute_s": compute,
+        "train_s": statistics.median(r["train_time"] for r in later),
+        "eval_s": statistics.median(r["eval_time"] for r in later),
+        "outside_share": max(0.0, 1.0 - compute / epoch),
+        "epochs": epochs,
+        "n": len(s.data.train_y),
+    }
+
+
+def idiom_anatomy(s: Setup, *, bare_images_per_s: float) -> dict[str, Any]:
+    """One idiom epoch (train through the loader, then full-train and test evaluation through loaders)."""
+    import time
+
+    config, data = s.config, s.data
+    model = with_stock_lrn(create_model(config.model, in_shape=data.in_shape, num_classes=data.num_classes))
+    opt = _optimizer(model, config)
+    train = idiom_loader(s.raw_train, data.train_y, batch_size=BATCH, size=config.input_size)
+    full = idiom_loader(s.raw_train, data.train_y, batch_size=1024, shuffle=False, size=config.input_size)
+    model.train()
+    walls = []
+    for _ in range(2):  # the second epoch is the measured one
+        t = time.perf_counter()
+        for xb, yb in train:
+            idiom_step(model, opt, xb, yb, config.precision)
+        idiom_evaluate(model, full, config.precision)
+        walls.append(time.perf_counter() - t)
+    n = len(data.train_y)
+    compute = n / bare_images_per_s
+    return {
+        "epoch_s": walls[-1],
+        "compute_s": compute,
+        "outside_share": max(0.0, 1 - compute / walls[-1]),
+        "n": n,
+    }
+
+
+def time_to_fit(
+    model: str,
+    train_size: int,
+    *,
+    data_dir: str | Path | None,
+    cache_dir: str | Path | None,
+    precision: str = "fp32",
+    max_epochs: int = 100,
+) -> dict[str, Any]:
+    """Wall time and steps of a real `rethink run` on random labels (stops at 100% train accuracy)."""
+    config = RunConfig(
+        model=model,
+        train_size=train_size,
+        test_size=1000,
+        corruption="random-labels",
+        precision=precision,
+        max_epochs=max_epochs,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(
+            config, out_dir=tmp, data_dir=data_dir, cache_dir=cache_dir, device="cpu", log=lambda _: None
+        )
+    return {
+        "model": model,
+        "n": train_size,
+        "precision": precision,
+        "status": result.status,
+        "steps_to_fit": result.steps_to_fit,
+        "epochs": result.epochs,
+        "wall_s": result.wall_time,
+        "train_acc": result.train_acc,
+        "test_acc": result.test_acc,
+    }
