@@ -172,3 +172,32 @@ def test_tensorboard_event_files(tmp_path, monkeypatch):
         stored = [e["test_acc"] for e in store.epochs(config.run_id)]
     logged = [e.value for e in events.Scalars("test/acc")]
     assert logged == pytest.approx(stored) and [e.step for e in events.Scalars("test/acc")] == [7, 14, 21]
+
+
+@pytest.mark.parametrize("corruption", ["true", "random-labels"])
+def test_screened_train_evaluation_gives_the_same_steps_to_fit(tmp_path, corruption):
+    full = RunConfig(**{**SMALL, "max_epochs": 60}, corruption=corruption)
+    screen = full.replace(train_eval="screen")
+    a, rows_a, _, _ = _fit(full, tmp_path / "full")
+    b, rows_b, _, _ = _fit(screen, tmp_path / "screen")
+    assert a.status == b.status == "fitted"
+    assert (a.steps_to_fit, a.train_acc, a.test_acc) == (b.steps_to_fit, b.train_acc, b.test_acc)
+    assert [r["test_acc"] for r in rows_a] == [r["test_acc"] for r in rows_b]  # same training
+    # before the fit the screen stopped early (no train metrics stored); the fitting epoch is exact
+    assert all(r["train_acc"] is None for r in rows_b[:-1]) and rows_b[-1]["train_acc"] == 1.0
+    assert rows_b[-1]["train_acc_clean"] == rows_a[-1]["train_acc_clean"]
+
+
+def test_screened_run_ends_with_a_full_evaluation_when_it_runs_out_of_epochs(tmp_path):
+    config = RunConfig(**{**SMALL, "max_epochs": 2}, corruption="random-labels", train_eval="screen")
+    result, rows, _, _ = _fit(config, tmp_path)
+    assert result.status == "not-fitted" and rows[0]["train_acc"] is None
+    assert rows[-1]["train_acc"] == result.train_acc and 0 < result.train_acc < 1
+
+
+def test_train_eval_full_keeps_the_run_ids_of_runs_stored_before_it_existed():
+    config = RunConfig(**SMALL)
+    assert "train_eval" not in config.to_dict() and "train_eval" in config.replace(train_eval="screen").to_dict()
+    assert RunConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(Exception, match="train evaluation"):
+        config.replace(train_eval="sometimes").validate()

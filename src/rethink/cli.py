@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=float, default=0.0, help="dropout rate (off by default)")
     g.add_argument("--augment", default="", help="comma list of crop,flip (off by default)")
     g.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
+    g.add_argument("--train-eval", default="full", choices=("full", "screen"),
+                   help="per-epoch eval-mode pass over the training set: every example (full), or stop "
+                        "once the epoch certainly did not fit (screen: same steps_to_fit, cheaper epochs)")
 
     g = r.add_argument_group("budget and seeds")
     g.add_argument("--max-epochs", type=_positive_int, default=100)
@@ -205,6 +208,7 @@ def config_from_args(args: argparse.Namespace):  # -> RunConfig
         fit_threshold=args.fit_threshold,
         stop_at_fit=args.stop_at_fit,
         precision=args.precision,
+        train_eval=args.train_eval,
         **seeds,
     )
 

@@ -21,6 +21,11 @@ from rethink.errors import ConfigError
 
 AUGMENTATIONS = ("crop", "flip", "rotate")  # rotate: uniform in +-25 degrees (Table 4)
 PRECISIONS = ("fp32", "bf16")
+TRAIN_EVALS = ("full", "screen")
+
+# Fields added after results were stored: at these values they are left out of the config's JSON
+# (and so of its run id), so runs stored before the field existed keep their identity.
+OMIT_AT_DEFAULT = {"train_eval": "full"}
 CIFAR10_TRAIN_SIZE = 50_000  # the paper's epoch, the unit of the default decay schedule
 
 
@@ -64,6 +69,12 @@ class RunConfig:
     stop_at_fit: bool = True
 
     precision: str = "fp32"
+    # The eval-mode pass over the training set after each epoch. "full": every example, every
+    # epoch (exact per-epoch learning curves). "screen": examples that were wrong last time go
+    # first, and the pass stops once more are wrong than the fit threshold allows: such an epoch
+    # certainly did not fit, and its row stores no train loss/accuracy. A complete pass (every
+    # fitting epoch, and the last epoch) is the full one, so steps_to_fit is the same in both.
+    train_eval: str = "full"
 
     # independent seeds (pitfall 13): which labels/pixels are randomized, the initial weights,
     # the data order (and augmentation, dropout); subset_seed picks the --train-size subset,
@@ -81,6 +92,9 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["augment"] = list(self.augment)
+        for key, legacy in OMIT_AT_DEFAULT.items():
+            if d[key] == legacy:
+                del d[key]
         return d
 
     def to_json(self) -> str:
@@ -116,6 +130,7 @@ class RunConfig:
         _check_choice("label noise", self.label_noise, LABEL_NOISE_CONVENTIONS)
         _check_choice("gaussian statistics", self.gaussian_stats, GAUSSIAN_STATS)
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("train evaluation", self.train_eval, TRAIN_EVALS)
         for name in self.augment:
             _check_choice("augmentation", name, AUGMENTATIONS)
         info = get_model_info(self.model)  # unknown model -> ConfigError listing known ones

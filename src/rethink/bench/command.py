@@ -112,14 +112,21 @@ def run_bench(plan: BenchPlan, *, data_dir: str | None, cache_dir: str | None, l
     for model, n in plan.anatomy.items():
         s = training.setup(cifar, model, "fp32", n)
         rate = bare.get((model, "fp32")) or training.throughput(s, steps=2, reps=2)["bare_step"]["median"]
-        a = training.anatomy(
-            s, epochs=4 if n <= 10_000 else 3, bare_images_per_s=rate, data_dir=data_dir, cache_dir=cache_dir
-        )
+        a = {
+            mode: training.anatomy(
+                s, epochs=3, bare_images_per_s=rate, data_dir=data_dir, cache_dir=cache_dir, train_eval=mode
+            )
+            for mode in ("full", "screen")
+        }
         i = training.idiom_anatomy(s, bare_images_per_s=rate)
-        out["anatomy"].append({"model": model, "n": n, "ours": a, "idiom": i})
+        out["anatomy"].append(
+            {"model": model, "n": n, "ours": a["full"], "ours_screen": a["screen"], "idiom": i}
+        )
         log(
-            f"epoch anatomy {model} n={n}: ours {a['epoch_s']:.2f} s/epoch, {100 * a['outside_share']:.0f}% "
-            f"outside compute; idiom {i['epoch_s']:.2f} s, {100 * i['outside_share']:.0f}%"
+            f"epoch anatomy {model} n={n}: ours {a['full']['epoch_s']:.2f} s/epoch, "
+            f"{100 * a['full']['outside_share']:.0f}% outside compute (screened train eval: "
+            f"{a['screen']['epoch_s']:.2f} s, {100 * a['screen']['outside_share']:.0f}%); "
+            f"idiom {i['epoch_s']:.2f} s, {100 * i['outside_share']:.0f}%"
         )
 
     out["time_to_fit"] = []
@@ -177,14 +184,14 @@ def check_targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             )
         )
     for a in results["anatomy"]:
-        share = a["ours"]["outside_share"]
-        rows.append(
-            (
-                f"{a['model']} outside-compute share <= {100 * OUTSIDE_TARGET:.0f}%",
-                f"{100 * share:.0f}%",
-                share <= OUTSIDE_TARGET,
+        for share, mode in ((o["outside_share"], o["train_eval"]) for o in (a["ours"], a["ours_screen"])):
+            rows.append(
+                (
+                    f"{a['model']} outside-compute share <= {100 * OUTSIDE_TARGET:.0f}% (train eval {mode})",
+                    f"{100 * share:.0f}%",
+                    share <= OUTSIDE_TARGET,
+                )
             )
-        )
     for k in results["kernel"]:
         if "floor_ratio" in k:
             rows.append(
@@ -245,15 +252,17 @@ def render_markdown(results: dict[str, Any]) -> str:
         "checkpoint and the database row; the idiom's epoch is its loader pass plus a full-train-set "
         "evaluation through a loader.",
         "",
-        "| model | n | ours: s/epoch | train / eval s | outside | idiom: s/epoch | outside |",
-        "|---|---|---|---|---|---|---|",
+        "| model | n | train eval | ours: s/epoch | train / eval s | outside | idiom: s/epoch | outside |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for a in results["anatomy"]:
-        o, i = a["ours"], a["idiom"]
-        lines.append(
-            f"| {a['model']} | {a['n']:,} | {o['epoch_s']:.2f} | {o['train_s']:.2f} / {o['eval_s']:.2f} | "
-            f"{100 * o['outside_share']:.0f}% | {i['epoch_s']:.2f} | {100 * i['outside_share']:.0f}% |"
-        )
+        i = a["idiom"]
+        for o in (a["ours"], a["ours_screen"]):
+            lines.append(
+                f"| {a['model']} | {a['n']:,} | {o['train_eval']} | {o['epoch_s']:.2f} | "
+                f"{o['train_s']:.2f} / {o['eval_s']:.2f} | {100 * o['outside_share']:.0f}% | "
+                f"{i['epoch_s']:.2f} | {100 * i['outside_share']:.0f}% |"
+            )
     lines += [
         "",
         "## Time to fit random labels (`rethink run`, fp32)",

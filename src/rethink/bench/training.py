@@ -141,16 +141,18 @@ def anatomy(
     bare_images_per_s: float,
     data_dir: str | Path | None,
     cache_dir: str | Path | None,
+    train_eval: str = "full",
 ) -> dict[str, Any]:
     """Where an epoch of `rethink run` goes: the SGD compute (n images at the bare-step rate) against
     the whole epoch (batching, augmentation, full-train-set and test evaluation, checkpoint, database)."""
-    config = s.config.replace(max_epochs=epochs, stop_at_fit=False)
+    config = s.config.replace(max_epochs=epochs + 1, stop_at_fit=False, train_eval=train_eval)
     with tempfile.TemporaryDirectory() as tmp:
         run(config, out_dir=tmp, data_dir=data_dir, cache_dir=cache_dir, device="cpu", log=lambda _: None)
         with Store(tmp) as store:
             rows = store.epochs(config.run_id)
-    later = rows[1:]  # the first epoch pays one-off warm-up costs
-    epoch = statistics.median(b["wall_time"] - a["wall_time"] for a, b in zip(rows, rows[1:], strict=False))
+    # the first epoch pays one-off warm-up costs, the last always evaluates fully: both left out
+    later = rows[1:-1]
+    epoch = statistics.median(b["wall_time"] - a["wall_time"] for a, b in zip(rows, rows[1:-1], strict=False))
     compute = len(s.data.train_y) / bare_images_per_s
     return {
         "epoch_s": epoch,

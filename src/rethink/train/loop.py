@@ -114,6 +114,33 @@ def evaluate(
     return loss_sum / max(len(y), 1), correct
 
 
+@torch.no_grad()
+def screen_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, suspects: torch.Tensor,
+               max_wrong: int) -> tuple[float, torch.Tensor] | None:
+    """`evaluate` over (x, y), suspects first, stopping early once more than `max_wrong` examples
+    are wrong: None then (the accuracy is certainly below 1 - max_wrong / n), else the full result.
+
+    `suspects` (bool, per example) is updated in place with what was seen: wrong examples stay
+    first in line for the next epoch. Chunks hold other examples than `evaluate`'s batches, which
+    can change float rounding in the last bits, not which examples are evaluated.
+    """
+    model.eval()
+    order = torch.cat([suspects.nonzero().squeeze(1), (~suspects).nonzero().squeeze(1)])
+    loss_sum, wrong = 0.0, 0
+    correct = torch.empty(len(y), dtype=torch.bool, device=y.device)
+    with autocast_for(precision, x.device):
+        for start in range(0, len(y), EVAL_BATCH):
+            idx = order[start : start + EVAL_BATCH]
+            logits, target = model(x[idx]).float(), y[idx]
+            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+            right = logits.argmax(1) == target
+            correct[idx], suspects[idx] = right, ~right
+            wrong += int((~right).sum())
+            if wrong > max_wrong:
+                return None
+    return loss_sum / max(len(y), 1), correct
+
+
 def _mean(mask: torch.Tensor) -> float | None:
     return float(mask.float().mean()) if mask.numel() else None
 
@@ -160,8 +187,11 @@ def fit(
         log(f"resuming run {run_id} after epoch {start_epoch} (step {step})")
 
     steps_to_fit = next(
-        (row["step"] for row in history if row["train_acc"] >= config.fit_threshold), None
+        (row["step"] for row in history
+         if row["train_acc"] is not None and row["train_acc"] >= config.fit_threshold), None
     )
+    suspects = torch.ones(n, dtype=torch.bool, device=device)  # for screened evaluation
+    max_wrong = math.floor((1 - config.fit_threshold) * n + 1e-9)
     best_test = max((row["test_acc"] for row in history), default=0.0)
     clean, corrupted = ~data.changed, data.changed
     t_start = time.perf_counter()
@@ -194,23 +224,28 @@ def fit(
             step += 1
         if status == "diverged":
             break
-        # 4. full-train-set and test evaluation, eval mode
+        # 4. full-train-set (or screened, see RunConfig.train_eval) and test evaluation, eval mode
         t_eval = time.perf_counter()
-        train_loss, train_correct = evaluate(model, data.train_x, data.train_y, config.precision)
+        if config.train_eval == "screen" and epoch + 1 < config.max_epochs:
+            train = screen_fit(model, data.train_x, data.train_y, config.precision, suspects, max_wrong)
+        else:
+            train = evaluate(model, data.train_x, data.train_y, config.precision)
         test_loss, test_correct = evaluate(model, data.test_x, data.test_y, config.precision)
-        train_acc, test_acc = _mean(train_correct), _mean(test_correct)
+        test_acc = _mean(test_correct)
         t_done = time.perf_counter()
+        train_loss, train_correct = train if train is not None else (None, None)
+        train_acc = _mean(train_correct) if train_correct is not None else None
         best_test = max(best_test, test_acc)
-        if steps_to_fit is None and train_acc >= config.fit_threshold:
+        if steps_to_fit is None and train_acc is not None and train_acc >= config.fit_threshold:
             steps_to_fit = step
         row = {
             "epoch": epoch + 1,
             "step": step,
             "lr": lr,
-            "train_loss": train_loss,
+            "train_loss": train_loss,  # None: a screened epoch that certainly did not fit
             "train_acc": train_acc,
-            "train_acc_clean": _mean(train_correct[clean]),
-            "train_acc_corrupted": _mean(train_correct[corrupted]),
+            "train_acc_clean": _mean(train_correct[clean]) if train_correct is not None else None,
+            "train_acc_corrupted": _mean(train_correct[corrupted]) if train_correct is not None else None,
             "test_loss": test_loss,
             "test_acc": test_acc,
             "best_test_acc": best_test,
@@ -237,7 +272,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(row)
         log(_epoch_line(row, config.max_epochs, data.changed.any().item()))
-        if not math.isfinite(train_loss):
+        if train_loss is not None and not math.isfinite(train_loss):
             status, message = "diverged", f"train loss became {train_loss} after step {step}"
             break
 
@@ -267,9 +302,10 @@ def _generator(seed: int, *keys: object) -> torch.Generator:
 
 
 def _epoch_line(row: dict[str, Any], max_epochs: int, split: bool) -> str:
+    train = (f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%"
+             if row["train_acc"] is not None else "train: not fitted (screened)          ")
     line = (
-        f"epoch {row['epoch']:>3}/{max_epochs}  step {row['step']:>6}  lr {row['lr']:.2e}  "
-        f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:6.2f}%  "
+        f"epoch {row['epoch']:>3}/{max_epochs}  step {row['step']:>6}  lr {row['lr']:.2e}  {train}  "
         f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:6.2f}%"
     )
     if split and row["train_acc_clean"] is not None:
