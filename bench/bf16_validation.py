@@ -1,0 +1,80 @@
+"""Does bf16 autocast change the paper's conclusions? fp32 vs bf16 for each paper model, true and
+random labels, on CIFAR-10 subsets: same fit / no-fit outcome, steps to fit within 15%, test
+accuracy within 1 point (the criteria of issue 5). Runs go through `rethink.train.runner.run`
+into one results store, so a rerun skips finished runs and resumes an interrupted one.
+
+    python bench/bf16_validation.py --out /path/to/store [--markdown docs/results/bf16.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rethink.config import RunConfig
+from rethink.train.runner import run, software_versions
+
+# (model, training subset, epoch budget): the subset sizes keep all 20 runs near 30 min on 2 cores
+PLAN = [("mlp1x512", 2000, 60), ("mlp3x512", 2000, 60), ("alexnet", 1000, 60),
+        ("inception", 200, 40), ("inception-nobn", 200, 40)]
+TEST_SIZE = 1000
+STEPS_TOL, TEST_TOL = 0.15, 0.01
+
+
+def config(model: str, n: int, epochs: int, corruption: str, precision: str) -> RunConfig:
+    return RunConfig(model=model, train_size=n, test_size=TEST_SIZE, corruption=corruption,
+                     precision=precision, max_epochs=epochs, train_eval="screen")
+
+
+def verdict(a, b) -> tuple[str, bool]:
+    """Compare an fp32 and a bf16 RunResult by the three criteria."""
+    if a.status != b.status:
+        return f"outcome differs ({a.status} vs {b.status})", False
+    checks = []
+    if a.steps_to_fit and b.steps_to_fit:
+        rel = abs(b.steps_to_fit - a.steps_to_fit) / a.steps_to_fit
+        checks.append((f"steps {100 * rel:+.0f}%".replace("+-", "-"), rel <= STEPS_TOL))
+    diff = b.test_acc - a.test_acc
+    checks.append((f"test {100 * diff:+.1f} pt", abs(diff) <= TEST_TOL + 1e-12))
+    return ", ".join(text for text, _ in checks), all(ok for _, ok in checks)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="results store directory (resumable)")
+    p.add_argument("--markdown", default=None, help="write the comparison table here")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args()
+
+    rows, held = [], 0
+    for model, n, epochs in PLAN:
+        for corruption in ("true", "random-labels"):
+            res = {prec: run(config(model, n, epochs, corruption, prec), out_dir=args.out,
+                             data_dir=args.data_dir, log=lambda _: None) for prec in ("fp32", "bf16")}
+            a, b = res["fp32"], res["bf16"]
+            text, ok = verdict(a, b)
+            held += ok
+            line = (f"| {model} | {n:,} | {corruption} | {a.status}, {a.steps_to_fit or '-'} steps, "
+                    f"test {100 * a.test_acc:.1f}%, {a.wall_time:.0f} s | {b.status}, "
+                    f"{b.steps_to_fit or '-'} steps, test {100 * b.test_acc:.1f}%, {b.wall_time:.0f} s | "
+                    f"{text} | {'yes' if ok else '**no**'} |")
+            rows.append(line)
+            print(line, flush=True)
+    v = software_versions()
+    doc = [
+        "# bf16 autocast against fp32: the same conclusions?", "",
+        f"`python bench/bf16_validation.py --out STORE`; {v['cpu']}, torch {v['torch']}, "
+        f"{v['torch_threads']} threads, commit {v['git_commit']}. Each pair trains the same config "
+        f"(same seeds, `--train-eval screen`) in fp32 and under bf16 autocast, on a stratified CIFAR-10 "
+        f"subset with {TEST_SIZE:,} test images. Criteria: same outcome (fitted / not fitted in the "
+        f"budget), steps to fit within {100 * STEPS_TOL:.0f}%, test accuracy within "
+        f"{100 * TEST_TOL:.0f} point.", "",
+        "| model | n | labels | fp32 | bf16 | difference | criteria met |", "|---|---|---|---|---|---|---|",
+        *rows, "", f"{held} of {len(rows)} pairs meet all criteria.", ""]
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(doc))
+        print(f"written: {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
