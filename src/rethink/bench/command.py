@@ -13,10 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rethink.bench import solvers, training
 from rethink.bench.machine import describe_machine
 from rethink.bench.timing import matmul_peak
 from rethink.data.sources import load_dataset
+from rethink.errors import ConfigError
 from rethink.models import list_models
 
 # Steps per timed repetition: enough for ~1 s of work per repetition at full size.
@@ -32,6 +35,17 @@ RATIO_TARGETS = {
 }
 UTILIZATION_TARGETS = {"fp32": 0.60, "bf16": 0.45}
 OUTSIDE_TARGET = 0.10
+
+
+# --parts: each part is driven by one field of the plan; leaving a part out empties its field.
+PARTS = {
+    "throughput": ("models", ()),
+    "anatomy": ("anatomy", {}),
+    "fit": ("fit", ()),
+    "kernel": ("kernel_sizes", ()),
+    "theorem1": ("theorem1_sizes", ()),
+    "data": ("data", ()),
+}
 
 
 @dataclass(frozen=True)
@@ -81,17 +95,23 @@ class BenchPlan:
         )
 
 
-def run_bench(plan: BenchPlan, *, data_dir: str | None, cache_dir: str | None, log=print) -> dict[str, Any]:
+def run_bench(
+    plan: BenchPlan, *, data_dir: str | None, cache_dir: str | None, device: str = "cpu", log=print
+) -> dict[str, Any]:
     started = time.time()
-    out: dict[str, Any] = {"plan": asdict(plan), "machine": describe_machine(), "started": time.ctime()}
-    out["peak"] = {p: matmul_peak(p) for p in plan.precisions}
+    out: dict[str, Any] = {
+        "plan": asdict(plan),
+        "machine": describe_machine(torch.device(device)),
+        "started": time.ctime(),
+    }
+    out["peak"] = {p: matmul_peak(p, device=device) for p in plan.precisions}
     log("matmul peak: " + ", ".join(f"{p} {v['median'] / 1e9:.0f} GFLOP/s" for p, v in out["peak"].items()))
     cifar = load_dataset("cifar10", data_dir, cache_dir=cache_dir)
 
     out["throughput"] = []
     for model in plan.models:
         for precision in plan.precisions:
-            s = training.setup(cifar, model, precision, plan.train_size)
+            s = training.setup(cifar, model, precision, plan.train_size, device=device)
             steps = max(1, round(STEPS[model] * plan.step_scale))
             r = training.throughput(s, steps=steps, reps=plan.reps)
             r.update(
@@ -110,7 +130,7 @@ def run_bench(plan: BenchPlan, *, data_dir: str | None, cache_dir: str | None, l
     bare = {(r["model"], r["precision"]): r["bare_step"]["median"] for r in out["throughput"]}
     out["anatomy"] = []
     for model, n in plan.anatomy.items():
-        s = training.setup(cifar, model, "fp32", n)
+        s = training.setup(cifar, model, "fp32", n, device=device)
         rate = bare.get((model, "fp32")) or training.throughput(s, steps=2, reps=2)["bare_step"]["median"]
         a = {
             mode: training.anatomy(
@@ -131,7 +151,7 @@ def run_bench(plan: BenchPlan, *, data_dir: str | None, cache_dir: str | None, l
 
     out["time_to_fit"] = []
     for model, n in plan.fit:
-        r = training.time_to_fit(model, n, data_dir=data_dir, cache_dir=cache_dir)
+        r = training.time_to_fit(model, n, data_dir=data_dir, cache_dir=cache_dir, device=device)
         out["time_to_fit"].append(r)
         log(
             f"time to fit random labels, {model} n={n}: {r['status']} at step {r['steps_to_fit']} "
@@ -329,9 +349,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rethink.files import atomic_write
 
     plan = BenchPlan.quick() if args.quick else BenchPlan.full()
+    changes: dict[str, Any] = {}
     if args.models:
-        plan = BenchPlan(**{**asdict(plan), "models": tuple(args.models.split(","))})
-    results = run_bench(plan, data_dir=args.data_dir, cache_dir=args.cache_dir)
+        changes["models"] = tuple(args.models.split(","))
+    if args.parts:
+        wanted = set(args.parts.split(","))
+        unknown = wanted - set(PARTS)
+        if unknown:
+            raise ConfigError(
+                f"unknown bench part(s) {', '.join(sorted(unknown))}", f"choose from {', '.join(PARTS)}"
+            )
+        changes.update({fld: empty for part, (fld, empty) in PARTS.items() if part not in wanted})
+    plan = BenchPlan(**{**asdict(plan), **changes})
+    results = run_bench(plan, data_dir=args.data_dir, cache_dir=args.cache_dir, device=args.device)
     out = Path(args.out or ("bench-quick.json" if args.quick else "bench.json"))
     atomic_write(out, json.dumps(results, indent=1, default=str).encode())
     markdown = Path(args.markdown or (out.with_suffix(".md") if args.quick else "docs/benchmarks.md"))
@@ -352,7 +382,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Markdown page (default: docs/benchmarks.md; with --quick, next to the JSON)",
     )
     p.add_argument("--models", default=None, help="comma list of models for the throughput part")
+    p.add_argument(
+        "--parts", default=None, help=f"comma list of parts to run (default: all): {', '.join(PARTS)}"
+    )
     p.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA)")
     p.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (see bench/gpu.sh)")
     p.set_defaults(func=cmd_bench)

@@ -62,7 +62,7 @@ def idiom_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor, precision: str
 ) -> float:
     """The textbook step: forward, loss, zero_grad, backward, step (autocast for bf16)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         loss = F.cross_entropy(model(xb), yb)
     optimizer.zero_grad()
     loss.backward()
@@ -75,8 +75,10 @@ def idiom_evaluate(model: nn.Module, loader: DataLoader, precision: str) -> floa
     """Accuracy over a loader, eval mode, batch by batch."""
     model.eval()
     correct = total = 0
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
             correct += int((model(xb).argmax(1) == yb).sum())
             total += len(yb)
     model.train()

@@ -46,10 +46,16 @@ def time_reps(fn: Callable[[], Any], *, warmup: int = 1, reps: int = 5) -> Timin
     return Timing.of(samples)
 
 
-def matmul_peak(precision: str, *, size: int = 2048, reps: int = 5) -> dict[str, float]:
+def matmul_peak(precision: str, *, size: int = 2048, reps: int = 5, device: str = "cpu") -> dict[str, float]:
     """FLOP/s of a square matmul at `precision` (2 size^3 flops): the machine's practical peak."""
     dtype = PRECISION_DTYPES[precision]
     g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=g).to(dtype) for _ in range(2))
-    timing = time_reps(lambda: a @ b, warmup=2, reps=reps)
+    a, b = (torch.randn(size, size, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+
+    def product() -> None:
+        a @ b
+        if a.is_cuda:
+            torch.cuda.synchronize()
+
+    timing = time_reps(product, warmup=2, reps=reps)
     return {**timing.rate(2.0 * size**3), "size": size}

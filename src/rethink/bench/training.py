@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ class Setup:
     config: RunConfig
     data: RunData
     raw_train: torch.Tensor  # the subset's uint8 images, for the idiom's Dataset
+    raw_test: torch.Tensor
 
 
 def setup(
@@ -49,6 +51,7 @@ def setup(
     *,
     corruption: str = "true",
     max_epochs: int = 3,
+    device: str = "cpu",
 ) -> Setup:
     config = RunConfig(
         model=model,
@@ -59,24 +62,39 @@ def setup(
         max_epochs=max_epochs,
     )
     fmt = torch.channels_last if get_model_info(model).is_conv else torch.contiguous_format
-    data = build_run_data(config, raw, memory_format=fmt)
-    return Setup(config, data, raw.train_images[data.subset])
+    data = build_run_data(config, raw, memory_format=fmt, device=device)  # resident on the device
+    test = raw.test_images if config.test_size is None else raw.test_images[: config.test_size]
+    return Setup(config, data, raw.train_images[data.subset], test)
 
 
 def _optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=config.effective_lr, momentum=config.momentum)
 
 
-def _cycle(loader) -> Iterator:
+def _cycle(loader, device: torch.device) -> Iterator:
     while True:
-        yield from loader
+        for xb, yb in loader:
+            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+
+
+def _synced(fn, device: torch.device):
+    """fn, then wait for the device: wall time on a GPU then covers the queued kernels."""
+    if device.type != "cuda":
+        return fn
+
+    def run_and_sync() -> None:
+        fn()
+        torch.cuda.synchronize(device)
+
+    return run_and_sync
 
 
 def throughput(s: Setup, *, steps: int, reps: int) -> dict[str, Any]:
     """Images/s of `steps` optimizer steps, ours and the idiom's, from the same initial weights;
     plus the FLOPs of one step and a bare step on a fixed batch (no data handling at all)."""
     config, data = s.config, s.data
-    ours = build_model(config, data, data.train_y.device)
+    device = data.train_y.device
+    ours = build_model(config, data, device)
     initial = copy.deepcopy(ours.state_dict())
     opt = _optimizer(ours, config)
     gen = torch.Generator().manual_seed(0)
@@ -86,7 +104,7 @@ def throughput(s: Setup, *, steps: int, reps: int) -> dict[str, Any]:
     def our_steps() -> None:
         for _ in range(steps):
             at = cursor["at"] % max(len(order) - BATCH + 1, 1)
-            idx = order[at : at + BATCH]
+            idx = order[at : at + BATCH].to(device)
             cursor["at"] += BATCH
             sgd_step(ours, opt, data.train_batch(idx, gen), data.train_y[idx], config.precision)
 
@@ -97,8 +115,8 @@ def throughput(s: Setup, *, steps: int, reps: int) -> dict[str, Any]:
             sgd_step(ours, opt, xb, yb, config.precision)
 
     ours.train()
-    t_ours = time_reps(our_steps, warmup=1, reps=reps)
-    t_bare = time_reps(bare_steps, warmup=0, reps=reps)
+    t_ours = time_reps(_synced(our_steps, device), warmup=1, reps=reps)
+    t_bare = time_reps(_synced(bare_steps, device), warmup=0, reps=reps)
     with FlopCounterMode(display=False) as counter:
         sgd_step(ours, opt, xb, yb, config.precision)
     flops = counter.get_total_flops()
@@ -109,17 +127,17 @@ def throughput(s: Setup, *, steps: int, reps: int) -> dict[str, Any]:
         )
     )
     idiom.load_state_dict(initial)
-    idiom.train()
+    idiom.to(device).train()
     idiom_opt = _optimizer(idiom, config)
-    loader = idiom_loader(s.raw_train, data.train_y, batch_size=BATCH, size=config.input_size)
-    batches = _cycle(loader)
+    loader = idiom_loader(s.raw_train, data.train_y.cpu(), batch_size=BATCH, size=config.input_size)
+    batches = _cycle(loader, device)
 
     def idiom_steps() -> None:
         for _ in range(steps):
             xi, yi = next(batches)
             idiom_step(idiom, idiom_opt, xi, yi, config.precision)
 
-    t_idiom = time_reps(idiom_steps, warmup=1, reps=reps)
+    t_idiom = time_reps(_synced(idiom_steps, device), warmup=1, reps=reps)
     batches.close()
     images = steps * BATCH
     return {
@@ -147,7 +165,14 @@ def anatomy(
     the whole epoch (batching, augmentation, full-train-set and test evaluation, checkpoint, database)."""
     config = s.config.replace(max_epochs=epochs + 1, stop_at_fit=False, train_eval=train_eval)
     with tempfile.TemporaryDirectory() as tmp:
-        run(config, out_dir=tmp, data_dir=data_dir, cache_dir=cache_dir, device="cpu", log=lambda _: None)
+        run(
+            config,
+            out_dir=tmp,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            device=str(s.data.train_y.device),
+            log=lambda _: None,
+        )
         with Store(tmp) as store:
             rows = store.epochs(config.run_id)
     # the first epoch pays one-off warm-up costs, the last always evaluates fully: both left out
@@ -166,29 +191,31 @@ def anatomy(
 
 
 def idiom_anatomy(s: Setup, *, bare_images_per_s: float) -> dict[str, Any]:
-    """One idiom epoch (train through the loader, then full-train and test evaluation through loaders)."""
-    import time
-
+    """One idiom epoch: SGD through its loader, then the full training set and the test set through
+    loaders (as our epoch evaluates both). The second of two epochs is the one measured."""
     config, data = s.config, s.data
+    device = data.train_y.device
     model = with_stock_lrn(create_model(config.model, in_shape=data.in_shape, num_classes=data.num_classes))
+    model.to(device).train()
     opt = _optimizer(model, config)
-    train = idiom_loader(s.raw_train, data.train_y, batch_size=BATCH, size=config.input_size)
-    full = idiom_loader(s.raw_train, data.train_y, batch_size=1024, shuffle=False, size=config.input_size)
-    model.train()
+    train_y = data.train_y.cpu()
+    train = idiom_loader(s.raw_train, train_y, batch_size=BATCH, size=config.input_size)
+    full = idiom_loader(s.raw_train, train_y, batch_size=1024, shuffle=False, size=config.input_size)
+    test = idiom_loader(s.raw_test, data.test_y.cpu(), batch_size=1024, shuffle=False, size=config.input_size)
     walls = []
-    for _ in range(2):  # the second epoch is the measured one
+    for _ in range(2):
         t = time.perf_counter()
         for xb, yb in train:
-            idiom_step(model, opt, xb, yb, config.precision)
+            idiom_step(model, opt, xb.to(device), yb.to(device), config.precision)
         idiom_evaluate(model, full, config.precision)
+        idiom_evaluate(model, test, config.precision)
         walls.append(time.perf_counter() - t)
-    n = len(data.train_y)
-    compute = n / bare_images_per_s
+    compute = len(train_y) / bare_images_per_s
     return {
         "epoch_s": walls[-1],
         "compute_s": compute,
         "outside_share": max(0.0, 1 - compute / walls[-1]),
-        "n": n,
+        "n": len(train_y),
     }
 
 
@@ -200,6 +227,7 @@ def time_to_fit(
     cache_dir: str | Path | None,
     precision: str = "fp32",
     max_epochs: int = 100,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Wall time and steps of a real `rethink run` on random labels (stops at 100% train accuracy)."""
     config = RunConfig(
@@ -212,7 +240,7 @@ def time_to_fit(
     )
     with tempfile.TemporaryDirectory() as tmp:
         result = run(
-            config, out_dir=tmp, data_dir=data_dir, cache_dir=cache_dir, device="cpu", log=lambda _: None
+            config, out_dir=tmp, data_dir=data_dir, cache_dir=cache_dir, device=device, log=lambda _: None
         )
     return {
         "model": model,
