@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from rethink.bench.command import check_targets
@@ -65,3 +64,26 @@ def test_quick_bench_runs_end_to_end(shared_data_dir, tmp_path, capsys):
                     "Theorem 1", "Data loading", "Targets"):
         assert f"## {heading}" in md
     assert "matmul peak" in capsys.readouterr().out
+
+
+def test_a_stacked_step_equals_separate_steps():
+    import copy
+
+    from rethink.bench.training import Stacked
+    from rethink.config import RunConfig
+    from rethink.train.loop import sgd_step
+
+    config = RunConfig(model="mlp1x512")
+    torch.manual_seed(0)
+    models = [create_model("mlp1x512", in_shape=(3, 8, 8), num_classes=10) for _ in range(3)]
+    copies = [copy.deepcopy(m) for m in models]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=config.effective_lr, momentum=0.9) for m in copies]
+    stack = Stacked(models, config)
+    x, y = torch.randn(3, 16, 3, 8, 8), torch.randint(0, 10, (3, 16))
+    for _ in range(2):  # two steps: momentum included
+        stack.step(x, y, "fp32")
+        for m, opt, xi, yi in zip(copies, optimizers, x, y, strict=True):
+            sgd_step(m, opt, xi, yi, "fp32")
+    for i, m in enumerate(copies):
+        for name, p in m.named_parameters():
+            torch.testing.assert_close(stack.params[name][i], p.detach(), atol=1e-5, rtol=1e-5)

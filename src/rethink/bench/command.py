@@ -44,6 +44,7 @@ PARTS = {
     "fit": ("fit", ()),
     "kernel": ("kernel_sizes", ()),
     "theorem1": ("theorem1_sizes", ()),
+    "stacked": ("stacked", ()),
     "data": ("data", ()),
 }
 
@@ -64,6 +65,7 @@ class BenchPlan:
     reference_sizes: tuple[int, ...] = ()
     theorem1_sizes: tuple[int, ...] = ()
     data: tuple[str, ...] = ()
+    stacked: tuple[int, ...] = ()  # numbers of MLP 1x512 runs stacked in one process
 
     @classmethod
     def quick(cls) -> BenchPlan:
@@ -79,6 +81,7 @@ class BenchPlan:
             reference_sizes=(1000,),
             theorem1_sizes=(1000, 5000),
             data=("mnist",),
+            stacked=(2,),
         )
 
     @classmethod
@@ -92,6 +95,7 @@ class BenchPlan:
             reference_sizes=(5_000, 10_000, 20_000),
             theorem1_sizes=(1_000, 10_000, 50_000),
             data=("mnist", "cifar10"),
+            stacked=(2, 4, 8),
         )
 
 
@@ -176,6 +180,17 @@ def run_bench(
                 f"FLOP floor), peak {r['peak_gb']:.2f} GB"
             )
         )
+
+    out["stacked"] = []
+    for k in plan.stacked:
+        for precision in plan.precisions:
+            s = training.setup(cifar, "mlp1x512", precision, plan.train_size, device=device)
+            r = training.stacked_mlps(s, k=k, steps=max(1, round(10 * plan.step_scale)), reps=plan.reps)
+            out["stacked"].append(r)
+            log(
+                f"{k} MLP 1x512 runs {precision}: one after another {r['sequential']['median']:.0f} img/s, "
+                f"stacked {r['stacked']['median']:.0f} img/s ({r['speedup']:.2f}x)"
+            )
 
     out["theorem1"] = solvers.theorem1_construction(cifar.train_images, list(plan.theorem1_sizes))
     for r in out["theorem1"]:
@@ -319,6 +334,23 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {k['n']:,} | {k['fit_s']:.1f} | {k['floor_s']:.1f} | {k['floor_ratio']:.2f}x | "
             f"{k['peak_gb']:.2f} | {100 * k['test_error']:.2f}% | {refs[0]} | {refs[1]} |"
         )
+    lines += [
+        "",
+        "## Several MLP runs in one process",
+        "",
+        "k MLP 1x512 runs (different initializations, each its own batches) trained one after another "
+        "with `sgd_step`, or stacked: parameters stacked with `torch.func.stack_module_state`, the forward "
+        "`vmap`-ed (one batched GEMM per layer), one optimizer over the stacks (`bench.training.Stacked`; "
+        "a stacked step equals k separate steps, tested). Images/s summed over the k runs.",
+        "",
+        "| k | precision | one after another | stacked | speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['k']} | {r['precision']} | {_fmt_rate(r['sequential'])} | {_fmt_rate(r['stacked'])} | "
+        f"{r['speedup']:.2f}x |"
+        for r in results.get("stacked", [])
+    ]
     lines += [
         "",
         "## Theorem 1 construction (CIFAR-10 pixels, random labels)",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from rethink.bench.idiom import idiom_evaluate, idiom_loader, idiom_step, with_stock_lrn
@@ -27,7 +28,7 @@ from rethink.data.pipeline import RunData, build_run_data
 from rethink.data.sources import RawDataset
 from rethink.models import create_model, get_model_info
 from rethink.store import Store
-from rethink.train.loop import build_model, sgd_step
+from rethink.train.loop import autocast_for, build_model, sgd_step
 from rethink.train.runner import run
 
 BATCH = 128
@@ -252,4 +253,67 @@ def time_to_fit(
         "wall_s": result.wall_time,
         "train_acc": result.train_acc,
         "test_acc": result.test_acc,
+    }
+
+
+class Stacked:
+    """k models of one architecture trained as one: parameters stacked along a new first axis
+    (`torch.func.stack_module_state`), the forward `vmap`-ed, one SGD optimizer over the stacks.
+    Each model's gradient is that of its own mean loss, so a step equals k separate steps."""
+
+    def __init__(self, models: list[torch.nn.Module], config: RunConfig) -> None:
+        from torch.func import stack_module_state
+
+        params, self.buffers = stack_module_state(models)
+        self.params = {name: p.detach().requires_grad_() for name, p in params.items()}
+        self.optimizer = torch.optim.SGD(
+            self.params.values(), lr=config.effective_lr, momentum=config.momentum
+        )
+        self.base = copy.deepcopy(models[0]).to("meta")
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, precision: str) -> None:
+        """x: (k, B, ...), y: (k, B): model i steps on (x[i], y[i])."""
+        from torch.func import functional_call, vmap
+
+        def forward(p, b, xi):
+            return functional_call(self.base, (p, b), (xi,))
+
+        with autocast_for(precision, x.device):
+            logits = vmap(forward)(self.params, self.buffers, x)  # (k, B, classes)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss / y.shape[1]).backward()
+        self.optimizer.step()
+
+
+def stacked_mlps(s: Setup, *, k: int, steps: int, reps: int) -> dict[str, Any]:
+    """k MLP runs trained one after another vs stacked in one process (`torch.func.stack_module_state`
+    + `vmap`: one batched GEMM per layer for all k); images/s summed over the k runs."""
+    config, data = s.config, s.data
+    models = [build_model(config.replace(init_seed=i), data, data.train_y.device) for i in range(k)]
+    optimizers = [_optimizer(m, config) for m in models]
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, len(data.train_y), (k, BATCH), generator=gen) for _ in range(steps)]
+
+    def one_after_another() -> None:
+        for idx in batches:
+            for m, opt, i in zip(models, optimizers, idx, strict=True):
+                sgd_step(m, opt, data.train_x[i], data.train_y[i], config.precision)
+
+    stack = Stacked(models, config)
+
+    def stacked() -> None:
+        for idx in batches:
+            stack.step(data.train_x[idx], data.train_y[idx], config.precision)
+
+    t_seq = time_reps(one_after_another, warmup=1, reps=reps)
+    t_stack = time_reps(stacked, warmup=1, reps=reps)
+    images = k * steps * BATCH
+    return {
+        "model": config.model,
+        "precision": config.precision,
+        "k": k,
+        "sequential": t_seq.rate(images),
+        "stacked": t_stack.rate(images),
+        "speedup": t_seq.median / t_stack.median,
     }
