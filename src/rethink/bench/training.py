@@ -188,6 +188,7 @@ def anatomy(
         "outside_share": max(0.0, 1.0 - compute / epoch),
         "epochs": epochs,
         "n": len(s.data.train_y),
+        "train_eval": train_eval,
     }
 
 
