@@ -197,7 +197,8 @@ def test_screened_run_ends_with_a_full_evaluation_when_it_runs_out_of_epochs(tmp
 
 def test_train_eval_full_keeps_the_run_ids_of_runs_stored_before_it_existed():
     config = RunConfig(**SMALL)
-    assert "train_eval" not in config.to_dict() and "train_eval" in config.replace(train_eval="screen").to_dict()
+    assert "train_eval" not in config.to_dict()
+    assert "train_eval" in config.replace(train_eval="screen").to_dict()
     assert RunConfig.from_dict(config.to_dict()) == config
     with pytest.raises(Exception, match="train evaluation"):
         config.replace(train_eval="sometimes").validate()

@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=0.0, help="L2 coefficient (off by default)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout rate (off by default)")
     g.add_argument("--augment", default="", help="comma list of crop,flip (off by default)")
-    g.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
+    g.add_argument("--precision", default="auto",
+                   help="bf16 autocast or fp32; auto (default): bf16 where the device has it natively")
     g.add_argument("--train-eval", default="full", choices=("full", "screen"),
                    help="per-epoch eval-mode pass over the training set: every example (full), or stop "
                         "once the epoch certainly did not fit (screen: same steps_to_fit, cheaper epochs)")
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     x.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     x.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
+    x.add_argument("--precision", default="auto",
+                   help="for every run: auto (default: bf16 where native, else fp32), fp32 or bf16")
     _add_data_args(x)
     x.set_defaults(func=cmd_reproduce)
 
@@ -180,6 +183,7 @@ def _add_theory_commands(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):  # -> RunConfig
     from rethink.config import RunConfig
+    from rethink.train.runner import resolve_device, resolve_precision
 
     seeds = {k: getattr(args, k) for k in ("corruption_seed", "init_seed", "data_seed", "subset_seed")}
     if args.seed is not None:
@@ -207,7 +211,7 @@ def config_from_args(args: argparse.Namespace):  # -> RunConfig
         max_epochs=args.max_epochs,
         fit_threshold=args.fit_threshold,
         stop_at_fit=args.stop_at_fit,
-        precision=args.precision,
+        precision=resolve_precision(args.precision, resolve_device(args.device)),
         train_eval=args.train_eval,
         **seeds,
     )
@@ -256,6 +260,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         download=args.download,
         device=args.device,
+        precision=args.precision,
         report=not args.no_report,
         tensorboard=args.tensorboard,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from rethink.train.runner import software_versions
+from rethink.train.runner import native_bf16, software_versions
 
 
 def cpu_flags() -> set[str]:
@@ -21,13 +21,6 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def native_bf16(device: torch.device | None = None) -> bool:
-    """Whether the device computes bf16 natively: AVX512-BF16 or AMX on a CPU, Ampere+ on a GPU."""
-    if device is not None and device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
 def describe_machine(device: torch.device | None = None) -> dict[str, Any]:
     flags = cpu_flags()
     info = software_versions(device)
@@ -35,7 +28,7 @@ def describe_machine(device: torch.device | None = None) -> dict[str, Any]:
         logical_cpus=os.cpu_count(),
         usable_cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         simd=sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma"}),
-        bf16_native=native_bf16(device),
+        bf16_native=native_bf16(device or torch.device("cpu")),
         mkl=torch.backends.mkl.is_available(),
         mkldnn=torch.backends.mkldnn.is_available(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(),  # the ATen kernels in use, e.g. AVX512

@@ -22,7 +22,7 @@ from rethink.errors import ConfigError, RethinkError
 from rethink.experiments.grids import EXPERIMENTS, PRESETS, Point, Preset, build_points, sweep_id
 from rethink.fmt import duration
 from rethink.store import FINISHED_STATUSES, Store
-from rethink.train.runner import run
+from rethink.train.runner import resolve_device, resolve_precision, run
 
 # Training images per second of each model on the reference 2-core CPU, fp32, batch 128
 # (docs/results/foundation.md); evaluation runs at about 3x that. Only for time estimates.
@@ -82,12 +82,17 @@ def run_sweep(
     cache_dir: str | Path | None = None,
     download: bool = False,
     device: str = "auto",
+    precision: str | None = None,
     report: bool = True,
     tensorboard: bool = False,
     log: Callable[[str], None] = print,
 ) -> SweepResult:
-    """Run every point of a preset's experiments that is not finished yet."""
+    """Run every point of a preset's experiments that is not finished yet.
+
+    `precision` ("auto", "fp32", "bf16") overrides the preset's for every run; None keeps it."""
     preset = get_preset(preset_name)
+    if precision is not None:
+        preset = dataclasses.replace(preset, precision=resolve_precision(precision, resolve_device(device)))
     if dataset is not None:
         preset = _with_dataset(preset, dataset)
     points = build_points(preset, experiments, models, seeds)

@@ -43,6 +43,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively: AVX512-BF16 or AMX on a CPU, Ampere+ on a GPU."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' is bf16 autocast where the device has native bf16 (validated against fp32 in
+    docs/results/bf16.md: same conclusions), else fp32."""
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return name
+
+
 def software_versions(device: torch.device | None = None) -> dict[str, Any]:
     """What produced a result: stored with every run."""
     return {
