@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
+import torch
 
 from rethink.cli import main
+from rethink.train.runner import native_bf16, resolve_precision
 
 
 @pytest.mark.parametrize(
@@ -76,6 +79,8 @@ def test_real_cifar10_run_end_to_end_and_resume_skip(shared_data_dir, tmp_path, 
     (status, realized, train_size, config), = db.execute(
         "SELECT status, realized_rate, train_size, config FROM runs").fetchall()
     assert status == "not-fitted" and train_size == 1000
+    # --precision auto (the default) stored as what it resolved to on this machine
+    assert json.loads(config)["precision"] == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
     assert 0.35 < realized < 0.55  # ~ 0.9 * 0.5
     rows = db.execute("SELECT epoch, train_acc, train_acc_clean, test_acc FROM epochs").fetchall()
     assert [r[0] for r in rows] == [1, 2]
@@ -83,3 +88,9 @@ def test_real_cifar10_run_end_to_end_and_resume_skip(shared_data_dir, tmp_path, 
     assert main(argv) == 0
     assert "already finished" in capsys.readouterr().out
     assert db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 2
+
+
+def test_explicit_precision_is_kept_and_auto_follows_the_hardware():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
