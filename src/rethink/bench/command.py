@@ -249,7 +249,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "# `rethink bench` results",
         "",
         f"Plan `{results['plan']['name']}`, run {results['started']}, {results['seconds'] / 60:.1f} min. "
-        "Each figure is the median of the timed repetitions after warm-up (min-max in brackets).",
+        "Each figure is the median of the timed repetitions after warm-up (min-max in brackets). "
+        "What limits each target and what was tried: [benchmarks-analysis.md](benchmarks-analysis.md).",
         "",
         f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m['memory_gb']} GB; "
         f"SIMD {', '.join(m['simd'])}; "

@@ -28,6 +28,8 @@ def _python(code: str, *args: str, threads: int | None = None) -> dict[str, Any]
         text=True,
         check=False,
     )
+    if proc.returncode < 0:
+        return {"error": f"killed by signal {-proc.returncode}"}
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
