@@ -7,7 +7,7 @@ as the median over the epochs after the first (the first pays one-off warm-up co
 
     python bench/trainer_throughput.py [--train-size 3840] [--epochs 3] [--models a,b]
 
-The full benchmark command with baselines and utilization is `rethink bench` (a later issue).
+The full benchmark, with the idiom baseline and utilization, is `rethink bench`.
 """
 
 from __future__ import annotations
