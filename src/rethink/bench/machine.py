@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from rethink.train.runner import native_bf16, software_versions
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+from rethink.train.runner import cpu_flags, native_bf16, software_versions
 
 
 def describe_machine(device: torch.device | None = None) -> dict[str, Any]:

@@ -19,20 +19,20 @@ from rethink.data.sources import load_dataset
 from rethink.store import Store
 
 
-def _python(code: str, *args: str, threads: int | None = None) -> dict[str, Any]:
-    """Run `code` in a fresh interpreter; it prints one JSON object as its last line."""
-    env_threads = [] if threads is None else [f"import torch; torch.set_num_threads({threads})"]
-    proc = subprocess.run(
-        [sys.executable, "-c", "\n".join([*env_threads, code]), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def _failure(proc: subprocess.CompletedProcess) -> str | None:
+    """Why a subprocess failed (its signal, or its last stderr line), or None if it succeeded."""
     if proc.returncode < 0:
-        return {"error": f"killed by signal {-proc.returncode}"}
+        return f"killed by signal {-proc.returncode}"
     if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        return (proc.stderr.strip().splitlines() or ["failed"])[-1]
+    return None
+
+
+def _python(code: str, *args: str) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter; it prints one JSON object as its last line."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+    error = _failure(proc)
+    return {"error": error} if error else json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def kernel_fit(
@@ -60,8 +60,9 @@ def kernel_fit(
         cmd += ["--data-dir", str(data_dir)] if data_dir else []
         cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            return {"n": n, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+        error = _failure(proc)
+        if error:
+            return {"n": n, "error": error}
         with Store(tmp, readonly=True) as store:
             result = store.theory("kernel")[-1]["result"]
     t = result["time_s"]

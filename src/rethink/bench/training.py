@@ -28,7 +28,7 @@ from rethink.data.pipeline import RunData, build_run_data
 from rethink.data.sources import RawDataset
 from rethink.models import create_model, get_model_info
 from rethink.store import Store
-from rethink.train.loop import autocast_for, build_model, sgd_step
+from rethink.train.loop import autocast_for, build_model, paper_sgd, sgd_step
 from rethink.train.runner import run
 
 BATCH = 128
@@ -68,8 +68,10 @@ def setup(
     return Setup(config, data, raw.train_images[data.subset], test)
 
 
-def _optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=config.effective_lr, momentum=config.momentum)
+def _idiom_model(s: Setup) -> torch.nn.Module:
+    """The config's model as the idiom builds it: the stock LRN, default (NCHW) memory format."""
+    return with_stock_lrn(create_model(s.config.model, in_shape=s.data.in_shape,
+                                       num_classes=s.data.num_classes, dropout=s.config.dropout))
 
 
 def _cycle(loader, device: torch.device) -> Iterator:
@@ -97,7 +99,7 @@ def throughput(s: Setup, *, steps: int, reps: int) -> dict[str, Any]:
     device = data.train_y.device
     ours = build_model(config, data, device)
     initial = copy.deepcopy(ours.state_dict())
-    opt = _optimizer(ours, config)
+    opt = paper_sgd(ours.parameters(), config)
     gen = torch.Generator().manual_seed(0)
     order = torch.randperm(len(data.train_y), generator=gen)
     cursor = {"at": 0}
@@ -113,7 +115,7 @@ def throughput(s: Setup, *, steps: int, reps: int) -> dict[str, Any]:
     # from its own copy of the initial weights; several batches, since fitting one batch over and
     # over drives the gradients into denormal numbers, which are slow on a CPU
     bare = build_model(config, data, device)
-    bare_opt = _optimizer(bare, config)
+    bare_opt = paper_sgd(bare.parameters(), config)
     fixed = [
         (data.train_x[i : i + BATCH].clone(), data.train_y[i : i + BATCH]) for i in range(0, 8 * BATCH, BATCH)
     ]
@@ -132,14 +134,10 @@ def throughput(s: Setup, *, steps: int, reps: int) -> dict[str, Any]:
         sgd_step(bare, bare_opt, *fixed[0], config.precision)
     flops = counter.get_total_flops()
 
-    idiom = with_stock_lrn(
-        create_model(
-            config.model, in_shape=data.in_shape, num_classes=data.num_classes, dropout=config.dropout
-        )
-    )
+    idiom = _idiom_model(s)
     idiom.load_state_dict(initial)
     idiom.to(device).train()
-    idiom_opt = _optimizer(idiom, config)
+    idiom_opt = paper_sgd(idiom.parameters(), config)
     loader = idiom_loader(s.raw_train, data.train_y.cpu(), batch_size=BATCH, size=config.input_size)
     batches = _cycle(loader, device)
 
@@ -207,9 +205,9 @@ def idiom_anatomy(s: Setup, *, bare_images_per_s: float) -> dict[str, Any]:
     loaders (as our epoch evaluates both). The second of two epochs is the one measured."""
     config, data = s.config, s.data
     device = data.train_y.device
-    model = with_stock_lrn(create_model(config.model, in_shape=data.in_shape, num_classes=data.num_classes))
+    model = _idiom_model(s)
     model.to(device).train()
-    opt = _optimizer(model, config)
+    opt = paper_sgd(model.parameters(), config)
     train_y = data.train_y.cpu()
     train = idiom_loader(s.raw_train, train_y, batch_size=BATCH, size=config.input_size)
     full = idiom_loader(s.raw_train, train_y, batch_size=1024, shuffle=False, size=config.input_size)
@@ -277,9 +275,7 @@ class Stacked:
 
         params, self.buffers = stack_module_state(models)
         self.params = {name: p.detach().requires_grad_() for name, p in params.items()}
-        self.optimizer = torch.optim.SGD(
-            self.params.values(), lr=config.effective_lr, momentum=config.momentum
-        )
+        self.optimizer = paper_sgd(self.params.values(), config)
         self.base = copy.deepcopy(models[0]).to("meta")
 
     def step(self, x: torch.Tensor, y: torch.Tensor, precision: str) -> None:
@@ -302,7 +298,7 @@ def stacked_mlps(s: Setup, *, k: int, steps: int, reps: int) -> dict[str, Any]:
     + `vmap`: one batched GEMM per layer for all k); images/s summed over the k runs."""
     config, data = s.config, s.data
     models = [build_model(config.replace(init_seed=i), data, data.train_y.device) for i in range(k)]
-    optimizers = [_optimizer(m, config) for m in models]
+    optimizers = [paper_sgd(m.parameters(), config) for m in models]
     gen = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, len(data.train_y), (k, BATCH), generator=gen) for _ in range(steps)]
 

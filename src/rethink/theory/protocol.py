@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rethink.config import RunConfig, lr_at
-from rethink.train.loop import derive_seed
+from rethink.train.loop import derive_seed, paper_sgd
 
 Loss = Callable[[Tensor, Tensor], Tensor]
 
@@ -38,8 +38,7 @@ def sgd_epochs(
     if config.augment or config.dropout:
         raise ValueError("sgd_epochs runs the plain protocol: no augmentation or dropout")
     n = len(y)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr_at(config, 0, n), momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = paper_sgd(model.parameters(), config)
     for epoch in range(config.max_epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, epoch, n)

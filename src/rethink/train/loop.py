@@ -82,6 +82,13 @@ def build_model(config: RunConfig, data: RunData, device: torch.device) -> nn.Mo
     return model.to(device=device, memory_format=fmt)
 
 
+def paper_sgd(params, config: RunConfig) -> torch.optim.SGD:
+    """The paper's optimizer: SGD with the config's momentum and weight decay, at the initial
+    learning rate (training loops set each epoch's rate with `lr_at`)."""
+    return torch.optim.SGD(params, lr=config.effective_lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
 def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
              precision: str) -> float:
     """One optimizer step on a batch (model in train mode); returns the loss. A non-finite loss
@@ -162,12 +169,7 @@ def fit(
     device = data.train_y.device
     n = len(data.train_y)
     model = build_model(config, data, device)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=lr_at(config, 0, n),
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = paper_sgd(model.parameters(), config)
 
     history: list[dict[str, Any]] = []
     start_epoch, step, wall_before = 0, 0, 0.0
