@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     r.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     r.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
+    r.add_argument("--nproc", type=_positive_int, default=1,
+                   help="data-parallel processes for this run (launches torchrun: one per GPU, or gloo "
+                        "on CPU); the global batch and schedule stay those of one process")
     r.set_defaults(func=cmd_run)
 
     # ---- rethink reproduce
@@ -218,18 +221,28 @@ def config_from_args(args: argparse.Namespace):  # -> RunConfig
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rethink.train import distributed
     from rethink.train.runner import run
 
     config = config_from_args(args).validate()
-    result = run(
-        config,
-        out_dir=args.out,
-        data_dir=args.data_dir,
-        cache_dir=args.cache_dir,
-        download=args.download,
-        device=args.device,
-        tensorboard=args.tensorboard,
-    )
+    world = distributed.world_from_env()  # set when torchrun started this process
+    if args.nproc > 1 and world is None:
+        return distributed.launch(args.nproc, _without_option(args.argv, "--nproc"))
+    try:
+        result = run(
+            config,
+            out_dir=args.out,
+            data_dir=args.data_dir,
+            cache_dir=args.cache_dir,
+            download=args.download,
+            device=args.device,
+            tensorboard=args.tensorboard,
+            world=world,
+        )
+    finally:
+        distributed.shutdown()
+    if world is not None and not world.is_main:
+        return EXIT_OK
     fit = f"fitted at step {result.steps_to_fit}" if result.steps_to_fit is not None else result.status
     print(
         f"done {result.run_id}: {fit}; train acc {100 * result.train_acc:.2f}%, "
@@ -240,6 +253,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"results: {args.out}/results.sqlite (run {result.run_id}), files in {args.out}/{result.run_id}/")
     return EXIT_OK
+
+
+def _without_option(argv: Sequence[str], option: str) -> list[str]:
+    """`argv` without `option VALUE` / `option=VALUE`."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            out.append(item)
+    return out
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -327,7 +353,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # `run --nproc` relaunches itself under torchrun with the same arguments
     if getattr(args, "threads", None):  # every command that trains or solves takes --threads
         import torch
 

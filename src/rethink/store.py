@@ -41,6 +41,11 @@ EPOCH_COLUMNS = (
     "wall_time",
     "train_time",
     "eval_time",
+    # top-5 accuracy (label among the five largest logits), recorded when there are more than
+    # five classes: the paper's ImageNet table (Table 2) reports it beside top-1
+    "train_top5",
+    "test_top5",
+    "best_test_top5",
 )
 
 _SCHEMA = """
@@ -83,6 +88,7 @@ CREATE TABLE IF NOT EXISTS epochs (
     train_acc_clean REAL, train_acc_corrupted REAL,
     test_loss REAL, test_acc REAL, best_test_acc REAL, wall_time REAL,
     train_time REAL, eval_time REAL,
+    train_top5 REAL, test_top5 REAL, best_test_top5 REAL,
     PRIMARY KEY (run_id, epoch)
 );
 CREATE TABLE IF NOT EXISTS theory (

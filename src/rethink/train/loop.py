@@ -11,6 +11,9 @@ Each epoch runs the same steps in the same order:
   5. checkpoint, then write the epoch row to the store;
   6. stop when full-train accuracy reaches `fit_threshold` (steps_to_fit) or at max_epochs.
 
+The same loop trains one run over several processes (torchrun, `rethink.train.distributed`):
+each rank steps on its shard of every global batch and evaluates its shard of each split.
+
 steps_to_fit is the optimizer step count at the end of the first epoch whose full-train
 accuracy reaches the threshold: its resolution is one epoch.
 """
@@ -35,7 +38,9 @@ from rethink.data.pipeline import RunData
 from rethink.errors import CheckpointError
 from rethink.models import create_model, get_model_info, initialize
 from rethink.store import Store
+from rethink.train import distributed
 from rethink.train.checkpoint import load_checkpoint, save_checkpoint
+from rethink.train.distributed import World
 
 EVAL_BATCH = 1024
 
@@ -90,12 +95,24 @@ def paper_sgd(params, config: RunConfig) -> torch.optim.SGD:
 
 
 def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor,
-             precision: str) -> float:
-    """One optimizer step on a batch (model in train mode); returns the loss. A non-finite loss
-    takes no step. `rethink bench` times exactly this."""
+             precision: str, *, world: World | None = None, global_batch: int = 0) -> float:
+    """One optimizer step on a batch (model in train mode); returns the batch's mean loss. A
+    non-finite loss takes no step. `rethink bench` times exactly this.
+
+    Data-parallel (`world`): (xb, yb) is this rank's shard of a global batch of `global_batch`
+    examples; the loss summed over ranks is the global batch mean (see `rethink.train.distributed`),
+    and every rank sees the same value, so all of them take the step or none does.
+    """
     with autocast_for(precision, xb.device):
-        loss = F.cross_entropy(model(xb), yb)
-    value = loss.item()
+        if world is None:
+            loss = F.cross_entropy(model(xb), yb)
+        else:
+            loss_sum = F.cross_entropy(model(xb), yb, reduction="sum")
+    if world is None:
+        value = loss.item()
+    else:
+        value = distributed.all_reduce_sum(loss_sum.detach().float().clone()).item() / global_batch
+        loss = loss_sum * (world.size / global_batch)  # DDP averages gradients over the ranks
     if not math.isfinite(value):
         return value
     optimizer.zero_grad(set_to_none=True)
@@ -104,26 +121,76 @@ def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tenso
     return value
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One eval-mode pass over a split."""
+
+    loss: float  # mean cross-entropy
+    correct: torch.Tensor  # bool per example: the argmax is the label (top-1)
+    top5: torch.Tensor | None  # bool per example: the label is among the 5 largest logits; None
+    # with 5 classes or fewer, where it is always true
+
+    @property
+    def acc(self) -> float | None:
+        return _mean(self.correct)
+
+    @property
+    def top5_acc(self) -> float | None:
+        return _mean(self.top5) if self.top5 is not None else None
+
+
+def in_top5(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per example: the target is among the five largest logits."""
+    return (logits.topk(5, dim=1).indices == target[:, None]).any(1)
+
+
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str
-) -> tuple[float, torch.Tensor]:
-    """Mean cross-entropy and the per-example correctness (bool) over all of (x, y), eval mode."""
+def _evaluate_rows(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
+                   rows: slice) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy, top-1 and top-5 correctness of the examples in `rows`.
+
+    `x` is only ever sliced, so it may be a lazy view that loads and prepares each chunk."""
     model.eval()
+    n = rows.stop - rows.start
     loss_sum = 0.0
-    correct = torch.empty(len(y), dtype=torch.bool, device=y.device)
-    with autocast_for(precision, x.device):
-        for start in range(0, len(y), EVAL_BATCH):
-            logits = model(x[start : start + EVAL_BATCH]).float()
-            target = y[start : start + EVAL_BATCH]
+    correct = torch.zeros(n, dtype=torch.bool, device=y.device)
+    top5 = torch.zeros(n, dtype=torch.bool, device=y.device)
+    with autocast_for(precision, y.device):
+        for start in range(rows.start, rows.stop, EVAL_BATCH):
+            stop = min(start + EVAL_BATCH, rows.stop)
+            logits, target = model(x[start:stop]).float(), y[start:stop]
             loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-            correct[start : start + EVAL_BATCH] = logits.argmax(1) == target
-    return loss_sum / max(len(y), 1), correct
+            correct[start - rows.start : stop - rows.start] = logits.argmax(1) == target
+            if logits.shape[1] > 5:
+                top5[start - rows.start : stop - rows.start] = in_top5(logits, target)
+    return loss_sum, correct, top5
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, *, top5: bool = False,
+             world: World | None = None) -> Evaluation:
+    """Mean cross-entropy and per-example top-1 (and, with `top5`, top-5) correctness over all of
+    (x, y), in eval mode.
+
+    Data-parallel (`world`): each rank evaluates its shard and the results are summed over ranks,
+    so every rank gets the same whole-split Evaluation.
+    """
+    n = len(y)
+    if world is None:
+        loss_sum, correct, right5 = _evaluate_rows(model, x, y, precision, slice(0, n))
+        return Evaluation(loss_sum / max(n, 1), correct, right5 if top5 else None)
+    rows = world.shard(n)
+    loss_sum, part, part5 = _evaluate_rows(model, x, y, precision, rows)
+    # each rank fills its rows of a zero vector; the sum over ranks is the whole split
+    counts = torch.zeros(2, n, dtype=torch.int32, device=y.device)
+    counts[0, rows], counts[1, rows] = part.int(), part5.int()
+    distributed.all_reduce_sum(counts)
+    total = distributed.all_reduce_sum(torch.tensor([loss_sum], dtype=torch.float64, device=y.device))
+    return Evaluation(float(total) / max(n, 1), counts[0].bool(), counts[1].bool() if top5 else None)
 
 
 @torch.no_grad()
 def screen_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, suspects: torch.Tensor,
-               max_wrong: int) -> tuple[float, torch.Tensor] | None:
+               max_wrong: int, *, top5: bool = False) -> Evaluation | None:
     """`evaluate` over (x, y), suspects first, stopping early once more than `max_wrong` examples
     are wrong: None then (the accuracy is certainly below 1 - max_wrong / n), else the full result.
 
@@ -135,17 +202,20 @@ def screen_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: st
     order = torch.cat([suspects.nonzero().squeeze(1), (~suspects).nonzero().squeeze(1)])
     loss_sum, wrong = 0.0, 0
     correct = torch.empty(len(y), dtype=torch.bool, device=y.device)
-    with autocast_for(precision, x.device):
+    right5 = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+    with autocast_for(precision, y.device):
         for start in range(0, len(y), EVAL_BATCH):
             idx = order[start : start + EVAL_BATCH]
             logits, target = model(x[idx]).float(), y[idx]
             loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
             right = logits.argmax(1) == target
             correct[idx], suspects[idx] = right, ~right
+            if top5:
+                right5[idx] = in_top5(logits, target)
             wrong += int((~right).sum())
             if wrong > max_wrong:
                 return None
-    return loss_sum / max(len(y), 1), correct
+    return Evaluation(loss_sum / max(len(y), 1), correct, right5 if top5 else None)
 
 
 def _mean(mask: torch.Tensor) -> float | None:
@@ -155,21 +225,29 @@ def _mean(mask: torch.Tensor) -> float | None:
 def fit(
     config: RunConfig,
     data: RunData,
-    store: Store,
+    store: Store | None,
     run_dir: Path,
     *,
     log: Callable[[str], None] = print,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    world: World | None = None,
 ) -> RunResult:
     """Train one run to fit or to max_epochs, checkpointing every epoch; resume if possible.
 
     `on_epoch(row)` is called with each epoch's metrics once they are stored (e.g. TensorBoard).
+    With `world` (data-parallel, see `rethink.train.distributed`) every rank calls this; only the
+    main rank writes: the others pass `store=None` and never touch the checkpoint.
     """
     run_id = config.run_id
     device = data.train_y.device
     n = len(data.train_y)
-    model = build_model(config, data, device)
+    writes = world is None or world.is_main
+    net = build_model(config, data, device)  # the module itself: evaluated, checkpointed
+    model = net if world is None else _data_parallel(net, device)  # what the SGD steps run
     optimizer = paper_sgd(model.parameters(), config)
+    if world is not None:
+        distributed.check_batches(world, n, config.batch_size)
+    top5 = data.num_classes > 5
 
     history: list[dict[str, Any]] = []
     start_epoch, step, wall_before = 0, 0, 0.0
@@ -181,11 +259,12 @@ def fit(
                 f"checkpoint {ckpt_path} was trained on other data than this corruption seed gives",
                 "delete the run folder to restart it",
             )
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, step = list(state["history"]), state["epoch"], state["step"]
         wall_before = state["wall_time"]
-        store.replace_epochs(run_id, history)
+        if store is not None:
+            store.replace_epochs(run_id, history)
         log(f"resuming run {run_id} after epoch {start_epoch} (step {step})")
 
     steps_to_fit = next(
@@ -195,6 +274,7 @@ def fit(
     suspects = torch.ones(n, dtype=torch.bool, device=device)  # for screened evaluation
     max_wrong = math.floor((1 - config.fit_threshold) * n + 1e-9)
     best_test = max((row["test_acc"] for row in history), default=0.0)
+    best_top5 = max((row.get("test_top5") or 0.0 for row in history), default=0.0)
     clean, corrupted = ~data.changed, data.changed
     t_start = time.perf_counter()
     status, message = "not-fitted", ""
@@ -209,17 +289,25 @@ def fit(
         lr = lr_at(config, epoch, n)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        # 2. this epoch's randomness, derived from the seeds and the epoch number only
+        # 2. this epoch's randomness, derived from the seeds and the epoch number only (dropout's
+        # also from the rank, so that ranks do not draw the same masks)
         order = torch.randperm(n, generator=_generator(config.data_seed, "order", epoch))
         augment_gen = _generator(config.data_seed, "augment", epoch)
-        torch.manual_seed(derive_seed(config.init_seed, "dropout", epoch))
+        rank_key = () if world is None else (world.rank,)
+        torch.manual_seed(derive_seed(config.init_seed, "dropout", epoch, *rank_key))
         # 3. the SGD steps
         model.train()
         t_epoch = time.perf_counter()
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size].to(device)
-            loss = sgd_step(model, optimizer, data.train_batch(idx, augment_gen), data.train_y[idx],
-                            config.precision)
+            if world is None:
+                xb, yb = data.train_batch(idx, augment_gen), data.train_y[idx]
+            else:  # this rank's shard of the global batch (augmented as one process would)
+                mine = world.shard(len(idx))
+                xb = data.train_batch(idx, augment_gen)[mine] if data.augment else \
+                    data.train_batch(idx[mine], augment_gen)
+                yb = data.train_y[idx[mine]]
+            loss = sgd_step(model, optimizer, xb, yb, config.precision, world=world, global_batch=len(idx))
             if not math.isfinite(loss):
                 status, message = "diverged", f"loss became {loss} at step {step + 1}"
                 break
@@ -228,54 +316,60 @@ def fit(
             break
         # 4. full-train-set (or screened, see RunConfig.train_eval) and test evaluation, eval mode
         t_eval = time.perf_counter()
-        if config.train_eval == "screen" and epoch + 1 < config.max_epochs:
-            train = screen_fit(model, data.train_x, data.train_y, config.precision, suspects, max_wrong)
+        if config.train_eval == "screen" and epoch + 1 < config.max_epochs and world is None:
+            train = screen_fit(net, data.train_x, data.train_y, config.precision, suspects, max_wrong,
+                               top5=top5)
         else:
-            train = evaluate(model, data.train_x, data.train_y, config.precision)
-        test_loss, test_correct = evaluate(model, data.test_x, data.test_y, config.precision)
-        test_acc = _mean(test_correct)
+            train = evaluate(net, data.train_x, data.train_y, config.precision, top5=top5, world=world)
+        test = evaluate(net, data.test_x, data.test_y, config.precision, top5=top5, world=world)
         t_done = time.perf_counter()
-        train_loss, train_correct = train if train is not None else (None, None)
-        train_acc = _mean(train_correct) if train_correct is not None else None
-        best_test = max(best_test, test_acc)
+        train_acc = train.acc if train is not None else None
+        best_test = max(best_test, test.acc)
+        if top5:
+            best_top5 = max(best_top5, test.top5_acc)
         if steps_to_fit is None and train_acc is not None and train_acc >= config.fit_threshold:
             steps_to_fit = step
         row = {
             "epoch": epoch + 1,
             "step": step,
             "lr": lr,
-            "train_loss": train_loss,  # None: a screened epoch that certainly did not fit
-            "train_acc": train_acc,
-            "train_acc_clean": _mean(train_correct[clean]) if train_correct is not None else None,
-            "train_acc_corrupted": _mean(train_correct[corrupted]) if train_correct is not None else None,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
+            "train_loss": train.loss if train is not None else None,  # None: a screened epoch
+            "train_acc": train_acc,  # that certainly did not fit
+            "train_acc_clean": _mean(train.correct[clean]) if train is not None else None,
+            "train_acc_corrupted": _mean(train.correct[corrupted]) if train is not None else None,
+            "test_loss": test.loss,
+            "test_acc": test.acc,
             "best_test_acc": best_test,
             "wall_time": elapsed(),
             "train_time": t_eval - t_epoch,  # the SGD steps alone: throughput = n / train_time
             "eval_time": t_done - t_eval,
+            "train_top5": train.top5_acc if train is not None else None,
+            "test_top5": test.top5_acc,
+            "best_test_top5": best_top5 if top5 else None,
         }
         history.append(row)
         # 5. checkpoint first: it is the source of truth a resume rebuilds the store from
-        save_checkpoint(
-            ckpt_path,
-            {
-                "run_id": run_id,
-                "epoch": epoch + 1,
-                "step": step,
-                "wall_time": row["wall_time"],
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "history": history,
-                "corruption_sha256": data.corruption_sha256,
-            },
-        )
-        store.write_epoch(run_id, row)
+        if writes:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "run_id": run_id,
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "wall_time": row["wall_time"],
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "corruption_sha256": data.corruption_sha256,
+                },
+            )
+        if store is not None:
+            store.write_epoch(run_id, row)
         if on_epoch is not None:
             on_epoch(row)
         log(_epoch_line(row, config.max_epochs, data.changed.any().item()))
-        if train_loss is not None and not math.isfinite(train_loss):
-            status, message = "diverged", f"train loss became {train_loss} after step {step}"
+        if row["train_loss"] is not None and not math.isfinite(row["train_loss"]):
+            status, message = "diverged", f"train loss became {row['train_loss']} after step {step}"
             break
 
     if status != "diverged":
@@ -295,8 +389,16 @@ def fit(
         wall_time=elapsed(),
         message=message,
     )
-    store.finish_run(run_id, status, result.summary())
+    if store is not None:
+        store.finish_run(run_id, status, result.summary())
     return result
+
+
+def _data_parallel(net: nn.Module, device: torch.device) -> nn.Module:
+    """DDP over the process group; it starts every rank from rank 0's weights (equal anyway)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
 
 
 def _generator(seed: int, *keys: object) -> torch.Generator:
@@ -310,6 +412,8 @@ def _epoch_line(row: dict[str, Any], max_epochs: int, split: bool) -> str:
         f"epoch {row['epoch']:>3}/{max_epochs}  step {row['step']:>6}  lr {row['lr']:.2e}  {train}  "
         f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:6.2f}%"
     )
+    if row.get("test_top5") is not None:
+        line += f" (top-5 {100 * row['test_top5']:.2f}%)"
     if split and row["train_acc_clean"] is not None:
         line += (
             f"  [clean {100 * row['train_acc_clean']:.1f}% / "

@@ -7,6 +7,8 @@ was interrupted resumes from its checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import platform
@@ -27,6 +29,8 @@ from rethink.errors import ConfigError
 from rethink.files import atomic_write
 from rethink.models import get_model_info
 from rethink.store import DB_NAME, FINISHED_STATUSES, Store
+from rethink.train import distributed
+from rethink.train.distributed import World
 from rethink.train.loop import RunResult, fit
 
 
@@ -132,17 +136,25 @@ def run(
     device: str = "auto",
     tensorboard: bool = False,
     log: Callable[[str], None] = print,
+    world: World | None = None,
 ) -> RunResult:
     """Run `config` to completion (or return its stored result) and return the summary.
 
     With `tensorboard`, each epoch's metrics also go to `out_dir/tensorboard/<run id>/`.
+    With `world` (this process is one rank of a torchrun job), every rank loads the data and
+    trains its shard; only rank 0 logs and writes (see `rethink.train.distributed`).
     """
     config.validate()
     torch_device = resolve_device(device)
+    if world is not None:
+        torch_device = distributed.init_process_group(world, torch_device)
+        if not world.is_main:
+            log = _silent
     out_dir = Path(out_dir)
     run_id = config.run_id
+    writes = world is None or world.is_main
     if (out_dir / DB_NAME).exists():
-        with Store(out_dir) as store:
+        with Store(out_dir, readonly=not writes) as store:
             done = stored_result(store, run_id)
         if done is not None:
             log(f"run {run_id} already finished ({done.status}); skipping")
@@ -154,26 +166,34 @@ def run(
     log(_describe(config, data))
 
     run_dir = out_dir / run_id
+    if not writes:
+        return fit(config, data, None, run_dir, log=log, world=world)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_run_files(run_dir, config, data)
     with Store(out_dir) as store:
+        versions = software_versions(torch_device)
+        if world is not None:
+            versions["world_size"] = world.size
         store.start_run(
             run_id,
             config.to_dict(),
-            versions=software_versions(torch_device),
+            versions=versions,
             realized_rate=data.realized_rate,
             data_hash=data.data_hash,
             train_size=len(data.train_y),
             test_size=len(data.test_y),
         )
-        if not tensorboard:
-            return fit(config, data, store, run_dir, log=log)
-        writer = _tensorboard_writer(out_dir / "tensorboard" / run_id)
-        try:
-            return fit(config, data, store, run_dir, log=log,
-                       on_epoch=lambda row: _write_scalars(writer, row))
-        finally:
-            writer.close()
+        with contextlib.ExitStack() as stack:
+            on_epoch = None
+            if tensorboard:
+                writer = _tensorboard_writer(out_dir / "tensorboard" / run_id)
+                stack.callback(writer.close)
+                on_epoch = functools.partial(_write_scalars, writer)
+            return fit(config, data, store, run_dir, log=log, on_epoch=on_epoch, world=world)
+
+
+def _silent(_: str) -> None:
+    """The log of ranks other than 0: one voice per run."""
 
 
 TENSORBOARD_SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_corrupted", "test_loss",
