@@ -22,7 +22,6 @@ Only rank 0 writes the results database, run files and checkpoints, and prints.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -105,15 +104,13 @@ def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
             "-m", "rethink", *argv]
 
 
-def launch(nproc: int, argv: Sequence[str], threads: int | None = None) -> int:
+def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run `rethink <argv>` under torchrun with `nproc` processes; return its exit status.
 
-    Each process gets `threads` CPU threads (default: the usable cores shared out evenly), so N
-    processes on one CPU do not oversubscribe it.
+    Unless `--threads` is among the arguments, each process gets an equal share of the usable
+    CPU cores, so N processes on one CPU do not oversubscribe it.
     """
-    if shutil.which(sys.executable) is None:  # pragma: no cover - a broken interpreter path
-        raise ConfigError(f"cannot find the Python interpreter {sys.executable}", "reinstall rethink")
     env = dict(os.environ)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    env["OMP_NUM_THREADS"] = str(threads or max(1, cores // nproc))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))
     return subprocess.call(torchrun_command(nproc, argv), env=env)
