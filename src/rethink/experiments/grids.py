@@ -24,12 +24,19 @@ from rethink.config import RunConfig
 from rethink.errors import ConfigError
 
 PAPER_MODELS = ("inception", "inception-nobn", "alexnet", "mlp3x512", "mlp1x512")
+IMAGENET_MODEL = "inception-v3"  # Table 2's model
 FIG1_MODELS = ("inception", "alexnet", "mlp1x512")  # Figure 1b/1c's models
 PIXEL_TESTS = ("shuffled-pixels", "random-pixels", "gaussian")
 
 # Coefficient and rate the paper does not state (reference.md section 4); ours, documented.
 WEIGHT_DECAY = 5e-4
 DROPOUT = 0.5
+# Table 2 (ImageNet) reused TensorFlow's Inception V3 setup (reference.md section 4); TF-slim's
+# inception_v3 defaults are weight decay 4e-5 and dropout keep_prob 0.8, and its training
+# augmentation crops and perturbs brightness, saturation, hue and contrast (the paper's words).
+IMAGENET_WEIGHT_DECAY = 4e-5
+IMAGENET_DROPOUT = 0.2
+IMAGENET_AUGMENT = ("crop", "color")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class Preset:
     # only those runs get the larger budget, every other run keeps its model's
     max_epochs_for: dict[str, int] = field(default_factory=dict)
     fig1a_model: str = "inception"
+    table2_input_size: int = 299  # Table 2's input resolution (pack the ImageNet folder at >= this)
     ps: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     dataset: str = "cifar10"
     precision: str = "fp32"
@@ -156,6 +164,18 @@ TABLE4_ROWS = {
 }
 # The regularization study on true labels: each explicit regularizer alone, and none.
 REGULARIZER_STUDY = ("none", "wd", "crop", "dropout")
+# Table 2 (ImageNet, Inception V3): (data augmentation, dropout, weight decay) per row, true
+# labels then random labels, in the paper's order.
+TABLE2_ROWS = {
+    "true": ((True, True, True), (True, False, False), (False, False, True), (False, False, False)),
+    "random-labels": ((False, True, True), (False, False, True), (False, False, False)),
+}
+
+
+def table2_regularizer(augment: bool, dropout: bool, weight_decay: bool) -> str:
+    """Table 2's (aug, dropout, wd) columns as a regularizer label: 'aug+dropout+wd', ..., 'none'."""
+    return "+".join(n for n, on in (("aug", augment), ("dropout", dropout), ("wd", weight_decay)) if on) \
+        or "none"
 
 
 def table1(preset: Preset, seed: int) -> list[Point]:
@@ -202,6 +222,27 @@ def table4(preset: Preset, seed: int) -> list[Point]:
     ]
 
 
+def table2(preset: Preset, seed: int) -> list[Point]:
+    """The paper's ImageNet table: Inception V3 with its regularizers toggled, and random labels."""
+    if preset.dataset in ("cifar10", "mnist"):
+        raise ConfigError(f"table2 is the paper's ImageNet experiment, not one for {preset.dataset}",
+                          "pass --dataset packed:DIR (see `rethink pack`) or folder:DIR")
+    points = []
+    for corruption, rows in TABLE2_ROWS.items():
+        for augment, dropout, weight_decay in rows:
+            fields = {
+                "augment": IMAGENET_AUGMENT if augment else (),
+                "dropout": IMAGENET_DROPOUT if dropout else 0.0,
+                "weight_decay": IMAGENET_WEIGHT_DECAY if weight_decay else 0.0,
+            }
+            config = preset.config(IMAGENET_MODEL, corruption=corruption, input_size=preset.table2_input_size,
+                                   corruption_seed=seed, init_seed=seed, data_seed=seed, **fields)
+            labels = {"model": IMAGENET_MODEL, "corruption": corruption, "p": None,
+                      "regularizer": table2_regularizer(augment, dropout, weight_decay), "seed": seed}
+            points.append(Point("table2", labels, config))
+    return points
+
+
 def regularizers(preset: Preset, seed: int) -> list[Point]:
     return [
         _point("regularizers", preset, seed, model, regularizer=r)
@@ -219,14 +260,18 @@ EXPERIMENTS: dict[str, Callable[[Preset, int], list[Point]]] = {
     "fig2b": fig2b,
     "table4": table4,
     "regularizers": regularizers,
+    "table2": table2,
 }
+# What a sweep runs unless --experiments says otherwise: the CIFAR-10 experiments. Table 2 needs
+# an ImageNet(-like) dataset, so it is only run when named.
+DEFAULT_EXPERIMENTS = tuple(e for e in EXPERIMENTS if e != "table2")
 
 
 # ---------------------------------------------------------------- presets
 
 
 def _per_model(value: Any, **overrides: Any) -> dict[str, Any]:
-    table = dict.fromkeys(PAPER_MODELS, value)
+    table = dict.fromkeys((*PAPER_MODELS, IMAGENET_MODEL), value)
     table.update({k.replace("_", "-"): v for k, v in overrides.items()})
     return table
 
@@ -242,11 +287,12 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description="every experiment on a tiny slice (CI): checks the machinery, not the science",
-        models=PAPER_MODELS,
+        models=(*PAPER_MODELS, IMAGENET_MODEL),
         train_size=_per_model(100),
         test_size=_per_model(100),
         max_epochs=_per_model(2),
         ps=(0.0, 0.5, 1.0),
+        table2_input_size=75,  # Inception V3's smallest input
     ),
     "demo": Preset(
         name="demo",
@@ -284,11 +330,13 @@ PRESETS: dict[str, Preset] = {
     ),
     "paper": Preset(
         name="paper",
-        description="the paper's full scale: all 50,000 images, all models (for GPUs)",
-        models=PAPER_MODELS,
+        description="the paper's full scale: all 50,000 images, all models (for GPUs); with "
+        "--experiments table2 --dataset packed:DIR, Table 2 on ImageNet with Inception V3",
+        models=(*PAPER_MODELS, IMAGENET_MODEL),
         train_size=_per_model(None),
         test_size=_per_model(None),
-        max_epochs=_per_model(300),
+        # ImageNet epochs are 25x CIFAR-10's: 100 of them is TF-slim Inception's order of magnitude
+        max_epochs=_per_model(300, inception_v3=100),
     ),
 }
 
@@ -300,16 +348,16 @@ def build_points(
     seeds: int = 1,
 ) -> list[Point]:
     """Every point of the chosen experiments, narrowed to the chosen models, for each seed."""
-    chosen = experiments or preset.experiments or tuple(EXPERIMENTS)
+    chosen = experiments or preset.experiments or DEFAULT_EXPERIMENTS
     unknown = [e for e in chosen if e not in EXPERIMENTS]
     if unknown:
         raise ConfigError(f"unknown experiment(s) {', '.join(unknown)}",
                           f"choose from {', '.join(EXPERIMENTS)}")
     keep = models or preset.models
-    bad = [m for m in keep if m not in PAPER_MODELS]
+    bad = [m for m in keep if m not in (*PAPER_MODELS, IMAGENET_MODEL)]
     if bad:
         raise ConfigError(f"unknown model(s) {', '.join(bad)} for the paper's experiments",
-                          f"choose from {', '.join(PAPER_MODELS)}")
+                          f"choose from {', '.join((*PAPER_MODELS, IMAGENET_MODEL))}")
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be at least 1", "pass --seeds 1 or more")
     points = [

@@ -22,7 +22,7 @@ from rethink.store import DB_NAME, Store
 
 # The report's section order (the grids' experiment names).
 EXPERIMENT_ORDER = ("table1", "fig1a", "fig1b", "fig1c", "memorization-order", "fig2b", "table4",
-                    "regularizers")
+                    "regularizers", "table2")
 NOT_RUN = "not run"
 # Statuses whose final numbers are a result (diverged and failed runs have none).
 RESULT_STATUSES = ("fitted", "not-fitted")
@@ -31,7 +31,7 @@ MODEL_ORDER = tuple(MODEL_NAMES)
 CORRUPTION_ORDER = tuple(CORRUPTION_NAMES)
 REGULARIZER_ORDER = tuple(REGULARIZER_NAMES)
 # Experiments whose learning curves the report draws.
-CURVE_EXPERIMENTS = ("fig1a", "memorization-order", "fig2b")
+CURVE_EXPERIMENTS = ("fig1a", "memorization-order", "fig2b", "table2")  # table2: top-5 lives there
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ MODEL_NAMES = {
     "alexnet": "AlexNet",
     "mlp3x512": "MLP 3x512",
     "mlp1x512": "MLP 1x512",
+    "inception-v3": "Inception V3",
 }
 
 # Table 1's "# params" column (28x28x3 inputs).
@@ -89,6 +90,27 @@ TABLE4 = (
     Table4Row("mlp1x512", "wd", 99.21, "99.21%"),
 )
 
+class Table2Row(NamedTuple):
+    corruption: str  # "true" or "random-labels"
+    regularizer: str  # the grids' label, e.g. "aug+dropout+wd"
+    train_top1: str  # as reference.md gives them; "(x)" is the best test accuracy during training
+    train_top5: str
+    test_top1: str
+    test_top5: str
+
+
+# Table 2 (appendix B): ImageNet, Inception V3, top-1 / top-5 accuracy (%). Cells reference.md
+# marks UNCONFIRMED (secondary sources only) carry a "?".
+TABLE2 = (
+    Table2Row("true", "aug+dropout+wd", "92.18", "99.21?", "77.84", "93.92"),
+    Table2Row("true", "aug", "92.33", "99.17?", "72.95", "90.43"),
+    Table2Row("true", "wd", "90.60", "100.0?", "67.18 (72.57)", "86.44 (90.48?)"),
+    Table2Row("true", "none", "99.53", "100.0?", "59.80 (63.16)", "80.38 (84.49?)"),
+    Table2Row("random-labels", "dropout+wd", "~91 (91.18?)", "97.95?", "0.09", "0.49?"),
+    Table2Row("random-labels", "wd", "87.81?", "96.15?", "0.12", "0.50?"),
+    Table2Row("random-labels", "none", "95.20", "99.14?", "0.11?", "0.56?"),
+)
+
 # Figure 1b: the slowdown is "a small constant factor"; no number is printed.
 FIG1B_CLAIM = "grows with p, by a small constant factor"
 # Figure 1c: test error rises steadily to chance at p = 1.
@@ -106,6 +128,10 @@ REGULARIZER_NAMES = {
     "flip": "flip",
     "flip+rotate": "flip + rotation up to 25 degrees",
     "dropout": "dropout",
+    # Table 2 (ImageNet): augmentation is crop + colour perturbation
+    "aug+dropout+wd": "augmentation + dropout + weight decay",
+    "aug": "augmentation",
+    "dropout+wd": "dropout + weight decay",
 }
 
 CORRUPTION_NAMES = {

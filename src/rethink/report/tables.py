@@ -85,6 +85,46 @@ def table4(sweep: SweepData) -> Table:
     )
 
 
+def _final_epoch(sweep: SweepData, cell: Cell | None, key: str) -> str:
+    """A number of each seed's last epoch row (e.g. test_top5), as a cell: mean (± std)."""
+    if cell is None:
+        return "not in sweep"
+    values = [(sweep.curve(o.run_id) or [{}])[-1].get(key) for o in cell.results]
+    return fmt_stat(stat(values), cell.n_seeds)
+
+
+def _with_best(sweep: SweepData, cell: Cell | None, key: str, best_key: str) -> str:
+    """'final (best so far)': the paper's Table 2 notation for what early stopping could keep."""
+    final = _final_epoch(sweep, cell, key)
+    best = _final_epoch(sweep, cell, best_key)
+    return final if best in ("-", final) or cell is None else f"{final} ({best})"
+
+
+def table2(sweep: SweepData) -> Table:
+    rows = []
+    for r in paper.TABLE2:
+        cell = sweep.cell("table2", "inception-v3", r.corruption, None, r.regularizer)
+        regs = r.regularizer.split("+")
+        rows.append([
+            "random labels" if r.corruption == "random-labels" else "true labels",
+            _yes("aug" in regs), _yes("dropout" in regs), _yes("wd" in regs),
+            _final_epoch(sweep, cell, "train_acc"), r.train_top1,
+            _final_epoch(sweep, cell, "train_top5"), r.train_top5,
+            _with_best(sweep, cell, "test_acc", "best_test_acc"), r.test_top1,
+            _with_best(sweep, cell, "test_top5", "best_test_top5"), r.test_top5,
+            notes_of(cell),
+        ])
+    return Table(
+        ["labels", "data aug", "dropout", "weight decay", "top-1 train (ours)", "(paper)",
+         "top-5 train (ours)", "(paper)", "top-1 test (ours)", "(paper)", "top-5 test (ours)", "(paper)",
+         "notes"],
+        rows,
+        caption="Table 2: Inception V3 on ImageNet(-like) data, top-1 / top-5 accuracy (%); in "
+        "parentheses the best test accuracy during training (what early stopping could keep). "
+        "'?' marks paper cells only secondary sources give.",
+    )
+
+
 def regularizers(sweep: SweepData) -> Table:
     rows = []
     for model in sweep.models("regularizers"):
