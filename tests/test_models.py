@@ -26,8 +26,10 @@ from rethink.models.alexnet import AlexNet, MaxPool2dSame, same_pads
 from rethink.models.inception import DownsampleModule
 from rethink.models.lrn import from_tf_lrn
 
-MODELS = [info.name for info in list_models()]
-CONV_MODELS = [info.name for info in list_models() if info.is_conv]
+# The paper's CIFAR10 models (Table 1); Inception V3 (ImageNet, >= 75x75 inputs) is tested below.
+MODELS = [info.name for info in list_models() if info.paper_params is not None]
+CONV_MODELS = [info.name for info in list_models() if info.is_conv and info.paper_params is not None]
+IMAGENET_MODELS = ["inception-v3"]
 
 # Table 1 of the paper, at 28x28x3 input and 10 classes.
 PAPER_COUNTS = {
@@ -63,6 +65,7 @@ def _train_step(model: nn.Module, x: torch.Tensor, *, bf16: bool = False) -> tor
 
 def test_registry_holds_exactly_the_paper_models():
     assert sorted(MODELS) == sorted(PAPER_COUNTS)
+    assert sorted(info.name for info in list_models()) == sorted([*PAPER_COUNTS, *IMAGENET_MODELS])
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -129,7 +132,7 @@ def test_register_your_own_model(scratch_registry):
 
 
 def test_list_models_pattern():
-    assert [i.name for i in list_models("inception*")] == ["inception", "inception-nobn"]
+    assert [i.name for i in list_models("inception*")] == ["inception", "inception-nobn", "inception-v3"]
     assert [i.name for i in list_models("mlp*")] == ["mlp1x512", "mlp3x512"]
 
 
@@ -383,3 +386,162 @@ def test_unknown_initialization_is_refused():
 
     with pytest.raises(ConfigError, match="unknown initialization"):
         initialize(create_model("mlp1x512"), "orthogonal")
+
+
+# --- Inception V3 (ImageNet) -----------------------------------------------------------------
+
+
+def _v3(in_size: int = 75, **kwargs) -> nn.Module:
+    return create_model("inception-v3", in_shape=(3, in_size, in_size), **kwargs)
+
+
+def test_inception_v3_has_the_standard_parameter_count():
+    from rethink.models.inception_v3 import REFERENCE_PARAMS, REFERENCE_PARAMS_AUX, InceptionV3
+
+    # torchvision's inception_v3(aux_logits=False / True) at 1000 classes, every parameter
+    model = _v3(299, num_classes=1000)
+    assert count_params(model, paper_convention=False) == REFERENCE_PARAMS == 23_834_568
+    bn = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert count_params(model) == 23_834_568 - 2 * bn  # conv/linear only: no BN scale/shift
+    assert count_params(InceptionV3(aux_logits=True), paper_convention=False) == REFERENCE_PARAMS_AUX
+    assert REFERENCE_PARAMS_AUX == 27_161_264
+    # the count does not depend on the input size (global pool)
+    assert count_params(_v3(75, num_classes=1000), paper_convention=False) == REFERENCE_PARAMS
+
+
+def test_inception_v3_registry_entry():
+    info = get_model_info("inception-v3")
+    assert info.paper_params is None  # Table 1 counts are CIFAR models; this one is the standard's
+    assert info.reference_params == 23_834_568
+    assert (info.native_in_shape, info.native_num_classes) == ((3, 299, 299), 1000)
+    assert info.is_conv and info.supports_dropout
+    assert info.default_lr == 0.045
+    assert all(i.reference_params is None and i.native_in_shape == (3, 28, 28)
+               for i in list_models() if i.name in PAPER_COUNTS)
+
+
+def test_inception_v3_layout_matches_torchvision_names_and_shapes():
+    sd = _v3(299, num_classes=1000).state_dict()
+    assert sd["Conv2d_1a_3x3.conv.weight"].shape == (32, 3, 3, 3)
+    assert sd["Mixed_5b.branch_pool.conv.weight"].shape == (32, 192, 1, 1)
+    assert sd["Mixed_6e.branch7x7dbl_2.conv.weight"].shape == (192, 192, 7, 1)
+    assert sd["Mixed_6e.branch7x7dbl_5.conv.weight"].shape == (192, 192, 1, 7)
+    assert sd["Mixed_7c.branch3x3dbl_3b.conv.weight"].shape == (384, 384, 3, 1)
+    assert sd["fc.weight"].shape == (1000, 2048) and "fc.bias" in sd
+    assert not any(k.endswith("conv.bias") for k in sd)
+    bns = [m for m in _v3().modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 94 and all(bn.eps == 0.001 and bn.affine for bn in bns)
+
+
+def test_inception_v3_output_shapes_at_299_and_75():
+    model = _v3(299, num_classes=1000).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 299, 299)).shape == (1, 1000)
+        assert _v3(75, num_classes=10).eval()(torch.randn(2, 3, 75, 75)).shape == (2, 10)
+        assert _v3(75, num_classes=10).eval()(torch.randn(1, 3, 75, 90)).shape == (1, 10)
+
+
+def test_inception_v3_feature_map_sizes():
+    from rethink.models.inception_v3 import MIN_INPUT_SIZE, MIN_INPUT_SIZE_AUX, _valid, spatial_sizes
+
+    assert spatial_sizes(299) == {"Mixed_5": 35, "Mixed_6": 17, "Mixed_7": 8}
+    assert spatial_sizes(MIN_INPUT_SIZE)["Mixed_7"] == 1 and spatial_sizes(MIN_INPUT_SIZE - 1)["Mixed_7"] == 0
+    assert _valid(spatial_sizes(MIN_INPUT_SIZE_AUX)["Mixed_6"], 5, 3) == 1
+    assert _valid(spatial_sizes(MIN_INPUT_SIZE_AUX - 1)["Mixed_6"], 5, 3) == 0
+    model = _v3(299).eval()
+    x, sizes = torch.randn(1, 3, 299, 299), {}
+    with torch.no_grad():
+        for name, block in model.named_children():
+            if name in ("AuxLogits", "dropout", "fc"):
+                continue
+            x = block(x)
+            if name in ("Conv2d_2b_3x3", "Conv2d_4a_3x3"):
+                x = F.max_pool2d(x, 3, stride=2)
+            sizes[name] = tuple(x.shape[1:])
+    assert sizes["Mixed_5d"] == (288, 35, 35)
+    assert sizes["Mixed_6a"] == sizes["Mixed_6e"] == (768, 17, 17)
+    assert sizes["Mixed_7a"] == (1280, 8, 8) and sizes["Mixed_7c"] == (2048, 8, 8)
+
+
+def test_inception_v3_forward_backward_at_75():
+    model = _v3(75)
+    out = _train_step(model, torch.randn(2, 3, 75, 75))
+    assert out.shape == (2, 10) and out.dtype == torch.float32
+    for p in model.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("in_shape", [(3, 74, 74), (3, 75, 74), (3, 28, 28)])
+def test_inception_v3_too_small_input_is_a_config_error(in_shape):
+    with pytest.raises(ConfigError, match="at least 75x75") as excinfo:
+        create_model("inception-v3", in_shape=in_shape)
+    assert "299" in excinfo.value.hint
+
+
+def test_inception_v3_channels_last_and_bf16():
+    model = _v3(75).double()
+    x = torch.randn(2, 3, 75, 75, dtype=torch.float64)
+    ref = _train_step(model, x)
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model = model.to(memory_format=torch.channels_last)
+    out = _train_step(model, x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref)
+    for p, g in zip(model.parameters(), ref_grads, strict=True):
+        # looser than the CIFAR models: at 75x75 the Mixed_7 batch norms see 2 values per
+        # channel, which amplifies the layouts' different summation order
+        torch.testing.assert_close(p.grad, g, atol=1e-7, rtol=1e-4)
+    model = _v3(75).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 75, 75).contiguous(memory_format=torch.channels_last)
+    out = _train_step(model, x, bf16=True)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_inception_v3_dropout_before_the_linear_layer():
+    assert not any(isinstance(m, nn.Dropout) for m in _v3().modules())  # protocol default: off
+    model = _v3(dropout=0.2)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.2]
+    assert list(dict(model.named_children()))[-2:] == ["dropout", "fc"]
+    x = torch.randn(2, 3, 75, 75)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_inception_v3_aux_logits_off_by_default_and_optional():
+    from rethink.models.inception_v3 import InceptionOutputs, InceptionV3
+
+    assert _v3().AuxLogits is None
+    model = InceptionV3(in_shape=(3, 107, 107), num_classes=5, aux_logits=True)
+    out = model(torch.randn(2, 3, 107, 107))
+    assert isinstance(out, InceptionOutputs)
+    assert out.logits.shape == out.aux_logits.shape == (2, 5)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 107, 107)).shape == (2, 5)  # eval: logits only
+    with pytest.raises(ConfigError, match="auxiliary"):
+        InceptionV3(in_shape=(3, 106, 106), aux_logits=True)
+
+
+def test_inception_v3_average_pool_excludes_padding_as_tensorflow():
+    from rethink.models.inception_v3 import _avg_pool_3x3
+
+    assert torch.equal(_avg_pool_3x3(torch.ones(1, 2, 5, 5)), torch.ones(1, 2, 5, 5))
+
+
+@pytest.mark.parametrize("scheme", ["glorot", "he"])
+def test_inception_v3_initialization(scheme):
+    from rethink.models import initialize
+
+    model = _v3()
+    before = model.Mixed_7c.branch1x1.conv.weight.detach().clone()
+    initialize(model, scheme)  # convs have no bias: must not fail
+    conv = model.Mixed_7c.branch1x1.conv  # 1x1, 2048 -> 320
+    assert not torch.equal(conv.weight, before)
+    fan_in, fan_out = 2048, 320
+    expected = (2 / (fan_in + fan_out)) ** 0.5 if scheme == "glorot" else (2 / fan_in) ** 0.5
+    assert abs(float(conv.weight.detach().std()) / expected - 1) < 0.05
+    assert (model.fc.bias == 0).all()
+    bn = model.Mixed_7c.branch1x1.bn
+    assert (bn.weight == 1).all() and (bn.bias == 0).all()  # batch norm untouched
+    _train_step(model, torch.randn(2, 3, 75, 75))

@@ -264,3 +264,236 @@ def test_random_rotate_turns_images_within_the_bound():
     same = random_rotate(x, 25.0, torch.Generator().manual_seed(0))
     assert torch.equal(out, same)
     assert torch.allclose(random_rotate(x, 0.0, torch.Generator()), x, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- color (ImageNet)
+#
+# References below are scalar ports of TensorFlow's CPU kernels (adjust_saturation_op.cc,
+# adjust_hue_op.cc), run pixel by pixel in float64 on tiny images.
+
+
+def _tf_rgb_to_hsv(r, g, b):
+    vv = max(r, g, b)
+    rng = vv - min(r, g, b)
+    s = rng / vv if vv > 0 else 0.0
+    if rng <= 0:
+        return 0.0, s, vv
+    norm = 1.0 / (6.0 * rng)
+    h = norm * (g - b) if r == vv else norm * (b - r) + 2 / 6 if g == vv else norm * (r - g) + 4 / 6
+    return (h + 1 if h < 0 else h), s, vv
+
+
+def _tf_hsv_to_rgb(h, s, v):
+    c = s * v
+    m = v - c
+    dh = h * 6
+    fmodu = dh
+    while fmodu <= 0:
+        fmodu += 2.0
+    while fmodu >= 2.0:
+        fmodu -= 2.0
+    x = c * (1 - abs(fmodu - 1))
+    rgb = [(c, x, 0), (x, c, 0), (0, c, x), (0, x, c), (x, 0, c), (c, 0, x)][int(dh)]
+    return tuple(u + m for u in rgb)
+
+
+def _tf_adjust_saturation_pixel(p, scale):
+    h, s, v = _tf_rgb_to_hsv(*p)
+    return _tf_hsv_to_rgb(h, min(1.0, max(0.0, s * scale)), v)
+
+
+def _tf_adjust_hue_pixel(p, delta):
+    r, g, b = p
+    cat = (1 if b < r else 3 if b > g else 2) if r < g else (0 if b < g else 4 if b > r else 5)
+    by_cat = {0: (r, g, b), 1: (g, r, b), 2: (g, b, r), 3: (b, g, r), 4: (b, r, g), 5: (r, b, g)}
+    vmax, vmid, vmin = by_cat[cat]
+    if vmax == vmin:
+        h = 0.0
+    else:
+        ratio = (vmid - vmin) / (vmax - vmin)
+        h = cat + (ratio if cat % 2 == 0 else 1 - ratio)
+    h += delta * 6
+    while h < 0:
+        h += 6
+    while h >= 6:
+        h -= 6
+    cat = int(h)
+    ratio = h - cat if cat % 2 == 0 else 1 - (h - cat)
+    vmid = vmin + ratio * (vmax - vmin)
+    return [(vmax, vmid, vmin), (vmid, vmax, vmin), (vmin, vmax, vmid), (vmin, vmid, vmax),
+            (vmid, vmin, vmax), (vmax, vmin, vmid)][cat]
+
+
+def _per_pixel(x: torch.Tensor, fn, values) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for n in range(x.shape[0]):
+        for i in range(x.shape[2]):
+            for j in range(x.shape[3]):
+                pixel = fn(tuple(x[n, :, i, j].tolist()), float(values[n]))
+                out[n, :, i, j] = torch.tensor(pixel, dtype=x.dtype)
+    return out
+
+
+def _colorful(n=6, h=5, w=7, seed=0, low=0.0, high=1.0) -> torch.Tensor:
+    x = torch.rand(n, 3, h, w, generator=gen(seed), dtype=torch.float64) * (high - low) + low
+    x[0, :, 0, 0] = 0.4  # a grey pixel
+    x[0, :, 0, 1] = torch.tensor([0.5, 0.5, 0.2], dtype=torch.float64)  # ties for the max
+    x[0, :, 0, 2] = torch.tensor([0.2, 0.5, 0.5], dtype=torch.float64)
+    return x
+
+
+def test_color_constants_are_tensorflows():
+    from rethink.data import preprocess as pp
+
+    assert pp.BRIGHTNESS_MAX_DELTA == 32.0 / 255.0
+    assert pp.SATURATION_RANGE == (0.5, 1.5) and pp.CONTRAST_RANGE == (0.5, 1.5)
+    assert pp.HUE_MAX_DELTA == 0.2
+
+
+def test_rgb_hsv_round_trip_and_colorsys():
+    import colorsys
+
+    from rethink.data.preprocess import hsv_to_rgb, rgb_to_hsv
+
+    x = torch.rand(16, 3, 32, 32, generator=gen(0))
+    hsv = rgb_to_hsv(x)
+    assert hsv.shape == x.shape and hsv.dtype == x.dtype
+    assert hsv.min() >= 0 and hsv.max() <= 1 and (hsv[:, 0] < 1).all()
+    torch.testing.assert_close(hsv_to_rgb(hsv), x, atol=1e-5, rtol=0)
+    x64 = _colorful()
+    hsv64 = rgb_to_hsv(x64)
+    want = torch.tensor([colorsys.rgb_to_hsv(*p) for p in x64.permute(0, 2, 3, 1).reshape(-1, 3).tolist()],
+                        dtype=torch.float64)
+    torch.testing.assert_close(hsv64.permute(0, 2, 3, 1).reshape(-1, 3), want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(hsv_to_rgb(hsv64), x64, atol=1e-12, rtol=0)
+    assert hsv64[0, :, 0, 0].tolist() == [0.0, 0.0, pytest.approx(0.4)]  # grey: hue 0, saturation 0
+
+
+@pytest.mark.parametrize("low,high", [(0.0, 1.0), (-0.2, 1.2)])  # out of range: after brightness
+def test_adjust_saturation_and_hue_match_tensorflow_kernels(low, high):
+    from rethink.data.preprocess import adjust_hue, adjust_saturation
+
+    x = _colorful(low=low, high=high)
+    x[1, :, 0, 0] = torch.tensor([-0.1, -0.05, -0.2], dtype=torch.float64)  # max <= 0
+    factors = torch.tensor([0.0, 0.5, 1.0, 1.5, 3.0, 0.7], dtype=torch.float64)
+    want = _per_pixel(x, _tf_adjust_saturation_pixel, factors)
+    torch.testing.assert_close(adjust_saturation(x, factors), want, atol=1e-12, rtol=0)
+    deltas = torch.tensor([0.0, 0.1, -0.2, 0.5, -0.45, 0.37], dtype=torch.float64)
+    want = _per_pixel(x, _tf_adjust_hue_pixel, deltas)
+    torch.testing.assert_close(adjust_hue(x, deltas), want, atol=1e-12, rtol=0)
+
+
+def test_hue_shift_by_zero_or_whole_turns_is_identity():
+    from rethink.data.preprocess import adjust_hue
+
+    x = torch.rand(32, 3, 16, 16, generator=gen(1))
+    for turns in (0.0, 1.0, -1.0, 2.0, torch.ones(32), torch.full((32,), -3.0)):
+        torch.testing.assert_close(adjust_hue(x, turns), x, atol=1e-6, rtol=0)
+    half = adjust_hue(x, 0.5)
+    assert (half - x).abs().max() > 0.1
+    torch.testing.assert_close(adjust_hue(half, 0.5), x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(adjust_hue(x, 0.3), adjust_hue(x, -0.7), atol=1e-6, rtol=0)
+
+
+def test_saturation_zero_gives_grey_and_one_is_identity():
+    from rethink.data.preprocess import adjust_saturation
+
+    x = torch.rand(8, 3, 10, 10, generator=gen(2))
+    grey = adjust_saturation(x, 0.0)
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    torch.testing.assert_close(grey[:, 0], x.amax(dim=1))  # HSV grey keeps V = max
+    torch.testing.assert_close(adjust_saturation(x, 1.0), x, atol=1e-6, rtol=0)
+
+
+def test_contrast_blends_with_each_images_channel_means():
+    from rethink.data.preprocess import adjust_contrast
+
+    x = torch.rand(4, 3, 6, 5, generator=gen(3))
+    torch.testing.assert_close(adjust_contrast(x, 1.0), x, atol=1e-6, rtol=0)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(adjust_contrast(x, 0.0), mean.expand_as(x))
+    factors = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    torch.testing.assert_close(adjust_contrast(x, factors), (x - mean) * factors.view(-1, 1, 1, 1) + mean)
+
+
+def test_random_brightness_adds_one_exact_delta_per_image():
+    from rethink.data.preprocess import random_brightness
+
+    x = torch.rand(500, 3, 4, 4, generator=gen(4))
+    y = random_brightness(x, 0.125, gen(5))
+    delta = (y - x).flatten(1)
+    torch.testing.assert_close(delta, delta[:, :1].expand_as(delta), atol=1e-6, rtol=0)  # one per image
+    u = torch.rand(500, generator=gen(5))
+    torch.testing.assert_close(delta[:, 0], -0.125 + 0.25 * u, atol=1e-6, rtol=0)  # U[-d, d), unclipped
+    assert delta.abs().max() <= 0.125 + 1e-6 and delta[:, 0].std() > 0.05
+    assert (y > 1).any() and (y < 0).any()  # no clipping in the single op
+
+
+@pytest.mark.parametrize("op", ["brightness", "saturation", "hue", "contrast", "color"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_color_ops_keep_shape_dtype_and_are_seeded(op, dtype):
+    from rethink.data import preprocess as pp
+
+    ops = {
+        "brightness": lambda x, g: pp.random_brightness(x, pp.BRIGHTNESS_MAX_DELTA, g),
+        "saturation": lambda x, g: pp.random_saturation(x, *pp.SATURATION_RANGE, g),
+        "hue": lambda x, g: pp.random_hue(x, pp.HUE_MAX_DELTA, g),
+        "contrast": lambda x, g: pp.random_contrast(x, *pp.CONTRAST_RANGE, g),
+        "color": pp.random_color,
+    }
+    x = torch.rand(16, 3, 9, 11, generator=gen(6)).to(dtype)
+    y = ops[op](x, gen(7))
+    assert y.shape == x.shape and y.dtype == dtype
+    assert torch.equal(y, ops[op](x, gen(7)))
+    assert not torch.equal(y, ops[op](x, gen(8)))
+    assert not torch.equal(y, x)
+    if op == "color":
+        assert y.min() >= 0 and y.max() <= 1
+
+
+@pytest.mark.parametrize("op", ["brightness", "saturation", "hue", "contrast"])
+def test_color_ops_with_zero_range_are_identity(op):
+    from rethink.data import preprocess as pp
+
+    x = torch.rand(16, 3, 12, 12, generator=gen(9))
+    y = {
+        "brightness": lambda: pp.random_brightness(x, 0.0, gen(0)),
+        "saturation": lambda: pp.random_saturation(x, 1.0, 1.0, gen(0)),
+        "hue": lambda: pp.random_hue(x, 0.0, gen(0)),
+        "contrast": lambda: pp.random_contrast(x, 1.0, 1.0, gen(0)),
+    }[op]()
+    torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+
+
+def test_random_color_is_tf_ordering_0_then_clip():
+    from rethink.data import preprocess as pp
+
+    x = torch.rand(64, 3, 8, 8, generator=gen(10))
+    g = gen(11)
+    want = pp.random_brightness(x, 32 / 255, g)
+    want = pp.random_saturation(want, 0.5, 1.5, g)
+    want = pp.random_hue(want, 0.2, g)
+    want = pp.random_contrast(want, 0.5, 1.5, g).clamp(0, 1)
+    assert torch.equal(pp.random_color(x, gen(11)), want)
+    # factors differ per image: images that start equal end up different
+    same = x[:1].expand(64, -1, -1, -1)
+    out = pp.random_color(same, gen(12))
+    assert len({tuple(o.flatten()[:3].tolist()) for o in out}) == 64
+
+
+def test_color_ops_refuse_bad_input():
+    from rethink.data import preprocess as pp
+
+    x = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ConfigError, match="RGB"):
+        pp.random_color(torch.rand(2, 1, 4, 4), gen(0))
+    with pytest.raises(ConfigError, match="RGB"):
+        pp.adjust_hue(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), 0.1)
+    with pytest.raises(ConfigError, match="hue max_delta"):
+        pp.random_hue(x, 0.6, gen(0))
+    with pytest.raises(ConfigError, match="saturation range"):
+        pp.random_saturation(x, 1.5, 0.5, gen(0))
+    with pytest.raises(ConfigError, match="contrast range"):
+        pp.random_contrast(x, -0.1, 0.5, gen(0))
+    with pytest.raises(ConfigError, match="brightness"):
+        pp.random_brightness(x, -0.1, gen(0))

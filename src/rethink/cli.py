@@ -138,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--precision", default="auto",
                    help="for every run: auto (default: bf16 where native, else fp32), fp32 or bf16")
     _add_data_args(x)
+    ex = x.add_argument_group("executor", "where the runs train (README: Sweeps on a Ray cluster)")
+    ex.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local: one run after another here (default); ray: each run a Ray task")
+    ex.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                     help="connect to a running Ray cluster (default: start a local Ray instance)")
+    ex.add_argument("--cpus-per-run", type=_positive_int, default=1,
+                     help="CPUs (and torch threads) each Ray task asks for (default 1)")
+    ex.add_argument("--gpus-per-run", type=_non_negative_float, default=0.0,
+                     help="GPUs each Ray task asks for, fractions allowed (default 0)")
+    ex.add_argument("--max-retries", type=_seed, default=2,
+                     help="Ray retries of a run whose worker died or that raised (default 2)")
     x.set_defaults(func=cmd_reproduce)
 
     # ---- rethink report
@@ -161,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA, else a user cache dir)")
     c.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE)")
     c.set_defaults(func=cmd_data_check)
+
+    # ---- rethink pack
+    k = sub.add_parser("pack", help="decode an image folder once into memory-mapped shards (ImageNet scale)")
+    k.add_argument("src", help="image folder (directory or tarball): {train,test|val}/<class>/<image>")
+    k.add_argument("--out", required=True, help="pack directory; train from it with --dataset packed:DIR")
+    k.add_argument("--resolution", type=_positive_int, default=299,
+                   help="shorter side resized to this, then centre-cropped square (default 299)")
+    k.add_argument("--shard-size", type=_positive_int, default=None,
+                   help="images per shard file (default: about 1 GiB of pixels each)")
+    k.add_argument("--workers", type=_positive_int, default=1, help="decoding processes (default 1)")
+    k.set_defaults(func=cmd_pack)
 
     # ---- rethink runs
     s = sub.add_parser("runs", help="list the runs stored in an output directory")
@@ -272,9 +294,28 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from rethink.errors import ConfigError
     from rethink.experiments.sweep import run_sweep
 
+    executor = None  # the local one
+    if args.executor == "ray":
+        from rethink.experiments.executors import RayExecutor
+
+        executor = RayExecutor(args.ray_address, cpus_per_run=args.cpus_per_run,
+                               gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+    elif args.ray_address is not None:
+        raise ConfigError("--ray-address needs --executor ray", "add --executor ray")
     result = run_sweep(
         args.preset,
         experiments=_names(args.experiments),
@@ -289,6 +330,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         precision=args.precision,
         report=not args.no_report,
         tensorboard=args.tensorboard,
+        executor=executor,
     )
     return EXIT_OK if result.failed == 0 else 1
 
@@ -312,13 +354,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     print(f"{'name':<16} {'paper params':>13} {'ours (paper conv.)':>19} {'ours (total)':>13}  description")
     for info in list_models():
-        model = create_model(info.name)
-        paper = f"{info.paper_params:,}" if info.paper_params else "-"
+        # each model at the input it was published for: the paper's CIFAR models at 28x28x3 with
+        # 10 classes, Inception V3 at 299x299x3 with 1000
+        model = create_model(info.name, in_shape=info.native_in_shape, num_classes=info.native_num_classes)
+        paper = (f"{info.paper_params:,}" if info.paper_params
+                 else f"{info.reference_params:,}*" if info.reference_params else "-")
         print(
             f"{info.name:<16} {paper:>13} {count_params(model):>19,} "
             f"{count_params(model, paper_convention=False):>13,}  {info.description}"
         )
-    print("counts at 28x28x3 input, 10 classes; paper convention: conv/linear weights and biases")
+    print("counts at 28x28x3 input, 10 classes (inception-v3: 299x299x3, 1000 classes); paper convention: "
+          "conv/linear weights and biases\n* not in the paper: the standard architecture's count")
     return EXIT_OK
 
 
@@ -327,6 +373,18 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     for line in check_data_dir(args.data_dir, cache_dir=args.cache_dir):
         print(line)
+    return EXIT_OK
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from rethink.data.packed import pack_folder
+
+    m = pack_folder(args.src, args.out, resolution=args.resolution, shard_size=args.shard_size,
+                    workers=args.workers)
+    counts = {s: m["splits"][s]["count"] for s in ("train", "test")}
+    print(f"pack {args.out}: {counts['train']:,} train / {counts['test']:,} test images, "
+          f"{m['resolution']}x{m['resolution']}, {len(m['classes'])} classes, content sha256 "
+          f"{m['content_sha256'][:16]}...")
     return EXIT_OK
 
 

@@ -161,3 +161,187 @@ def random_rotate(x: torch.Tensor, max_degrees: float, generator: torch.Generato
     grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
                                            align_corners=False)
+
+
+# ---------------------------------------------------------------------------- color (ImageNet)
+#
+# The paper's ImageNet augmentation is TensorFlow's Inception preprocessing: "random cropping,
+# random perturbation of brightness, saturation, hue and contrast". Its color part,
+# `distort_color` (models/inception image_processing.py, and TF-slim inception_preprocessing.py
+# with fast_mode=False), applies four tf.image.random_* ops and clips to [0, 1]. The constants
+# below are TensorFlow's. Ours: TF picks an ordering per preprocessing thread (2 in models/
+# inception, 4 in TF-slim); we always use their shared ordering 0 (brightness, saturation, hue,
+# contrast), and we draw every factor per image from an explicit generator.
+#
+# The functions take float NCHW images on the [0, 1] scale (before whitening / rescaling to
+# [-1, 1]). As in TF, only `random_color` clips; the single ops may leave [0, 1].
+
+BRIGHTNESS_MAX_DELTA = 32.0 / 255.0  # tf.image.random_brightness(max_delta=32. / 255.)
+SATURATION_RANGE = (0.5, 1.5)  # tf.image.random_saturation(lower=0.5, upper=1.5)
+HUE_MAX_DELTA = 0.2  # tf.image.random_hue(max_delta=0.2), a fraction of a full turn
+CONTRAST_RANGE = (0.5, 1.5)  # tf.image.random_contrast(lower=0.5, upper=1.5)
+
+
+def _per_image(value: float | torch.Tensor, x: torch.Tensor, ndim: int = 4) -> torch.Tensor | float:
+    """A scalar as is, or an (N,) tensor of per-image values shaped (N, 1, ...) to `ndim` dims."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (ndim - 1)))
+    return value
+
+
+def _uniform(x: torch.Tensor, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    """One U[low, high) draw per image of x, drawn on the generator's device."""
+    u = torch.rand(x.shape[0], generator=generator, device=generator.device)
+    return low + (high - low) * u  # exactly `low` when low == high: a zero range is the identity
+
+
+def _check_rgb(x: torch.Tensor, what: str) -> None:
+    if not x.is_floating_point() or x.ndim != 4 or x.shape[1] != 3:
+        raise ConfigError(
+            f"{what} needs float RGB images (N, 3, H, W), got {x.dtype} {tuple(x.shape)}",
+            "apply color augmentation to 3-channel images on the [0, 1] scale",
+        )
+
+
+def _check_range(name: str, lower: float, upper: float) -> None:
+    if not 0 <= lower <= upper:
+        raise ConfigError(f"{name} range [{lower}, {upper}] is invalid", "need 0 <= lower <= upper")
+
+
+def _rgb_to_hue6(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hue in sextants, chroma = max - min, value = max) of (N, 3, H, W) RGB, each (N, H, W).
+
+    TF's hue formulas. Hue is kept in sextants (6 * turns) and not wrapped, in [-1, 5), and
+    chroma instead of saturation: skipping the /6, *6, wrap and s * v roundings keeps a round
+    trip within ~3e-7 in float32, and chroma keeps pixels with max <= 0 (where saturation is
+    defined as 0) intact, as TF's hue kernel does.
+    """
+    r, g, b = x.unbind(-3)
+    v = torch.maximum(torch.maximum(r, g), b)
+    chroma = v - torch.minimum(torch.minimum(r, g), b)
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))  # no 0/0 in discarded branches
+    h6 = torch.where(r == v, (g - b) / safe, torch.where(g == v, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+    return torch.where(chroma > 0, h6, torch.zeros_like(h6)), chroma, v  # grey pixels: hue 0
+
+
+def _saturation(chroma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """TF's S = chroma / V, and 0 where V <= 0."""
+    return torch.where(v > 0, chroma / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
+
+
+# Which of (v, falling, m, rising) each of R, G, B takes in hue sextants 0..5 (see _hue6_to_rgb).
+_SEXTANT_SOURCES = ((0, 1, 2, 2, 3, 0), (3, 0, 0, 1, 2, 2), (2, 2, 3, 0, 0, 1))
+
+
+def _hue6_to_rgb(h6: torch.Tensor, chroma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Inverse of `_rgb_to_hue6` for any real h6 (period 6): TF's six sectors, without branches.
+
+    In sextant i with fraction f the largest channel is v, the smallest m = v - chroma, and the
+    middle one is rising (m + chroma f) or falling (v - chroma f).
+    """
+    i = torch.floor(h6)
+    f = h6 - i  # exact: h6 and i are within a factor of 2 (or i == 0)
+    candidates = torch.stack([v, v - chroma * f, v - chroma, v - chroma * (1.0 - f)], dim=-3)
+    table = torch.tensor(_SEXTANT_SOURCES, device=h6.device)  # (3, 6)
+    sextant = i.remainder(6.0).long().clamp(0, 5)  # clamp: a remainder that rounds up to 6.0
+    index = table[:, sextant].movedim(0, -3)  # (N, 3, H, W)
+    return candidates.gather(-3, index)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> HSV, every component in [0, 1] for RGB in [0, 1]; TF's formulas.
+
+    V = max, S = (max - min) / max (0 where max <= 0), H in [0, 1) turns (0 for grey pixels).
+    Inputs outside [0, 1] convert as in TF's kernel (S may exceed 1).
+    """
+    h6, chroma, v = _rgb_to_hue6(x)
+    return torch.stack([(h6 / 6.0).remainder(1.0), _saturation(chroma, v), v], dim=-3)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) HSV -> RGB, the inverse of `rgb_to_hsv`; hue in turns, periodic (h ~ h + 1)."""
+    h, s, v = hsv.unbind(-3)
+    return _hue6_to_rgb(6.0 * h, s * v, v)
+
+
+def adjust_brightness(x: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
+    """x + delta (a scalar or one value per image); no clipping, as tf.image.adjust_brightness."""
+    return x + _per_image(delta, x)
+
+
+def adjust_saturation(x: torch.Tensor, factor: float | torch.Tensor) -> torch.Tensor:
+    """Scale the HSV saturation by `factor` (scalar or per image) and clip it to [0, 1], as TF.
+
+    factor 0 gives grey (every channel equal to the pixel's max); factor 1 is the identity for
+    images in [0, 1].
+    """
+    _check_rgb(x, "adjust_saturation")
+    h6, chroma, v = _rgb_to_hue6(x)
+    s = (_saturation(chroma, v) * _per_image(factor, x, ndim=3)).clamp(0.0, 1.0)
+    return _hue6_to_rgb(h6, s * v, v)
+
+
+def adjust_hue(x: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue by `delta` turns (scalar or per image), wrapping mod 1, as TF."""
+    _check_rgb(x, "adjust_hue")
+    h6, chroma, v = _rgb_to_hue6(x)  # keeps max and min, as TF's hue kernel
+    # wrap the shift, not the hue: a whole number of turns is then exactly no shift
+    turns = delta.remainder(1.0) if isinstance(delta, torch.Tensor) else delta % 1.0
+    return _hue6_to_rgb(h6 + 6.0 * _per_image(turns, x, ndim=3), chroma, v)
+
+
+def adjust_contrast(x: torch.Tensor, factor: float | torch.Tensor) -> torch.Tensor:
+    """(x - mean) * factor + mean, blending each image with its own mean; no clipping.
+
+    The mean is per image and per channel over H x W, as tf.image.adjust_contrast computes it
+    (torchvision blends with the grey-level mean instead).
+    """
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    return (x - mean) * _per_image(factor, x) + mean
+
+
+def random_brightness(x: torch.Tensor, max_delta: float, generator: torch.Generator) -> torch.Tensor:
+    """Add one delta ~ U[-max_delta, max_delta) per image (tf.image.random_brightness)."""
+    if max_delta < 0:
+        raise ConfigError(f"brightness max_delta={max_delta} is negative", "use max_delta >= 0")
+    return adjust_brightness(x, _uniform(x, -max_delta, max_delta, generator))
+
+
+def random_saturation(
+    x: torch.Tensor, lower: float, upper: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Scale saturation by one factor ~ U[lower, upper) per image (tf.image.random_saturation).
+
+    TF requires upper > lower; we also accept lower == upper (a fixed factor).
+    """
+    _check_range("saturation", lower, upper)
+    return adjust_saturation(x, _uniform(x, lower, upper, generator))
+
+
+def random_hue(x: torch.Tensor, max_delta: float, generator: torch.Generator) -> torch.Tensor:
+    """Rotate the hue by one delta ~ U[-max_delta, max_delta) turns per image (tf.image.random_hue)."""
+    if not 0 <= max_delta <= 0.5:
+        raise ConfigError(f"hue max_delta={max_delta} is outside [0, 0.5]", "as in TF, use 0..0.5 turns")
+    return adjust_hue(x, _uniform(x, -max_delta, max_delta, generator))
+
+
+def random_contrast(
+    x: torch.Tensor, lower: float, upper: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Scale contrast by one factor ~ U[lower, upper) per image (tf.image.random_contrast)."""
+    _check_range("contrast", lower, upper)
+    return adjust_contrast(x, _uniform(x, lower, upper, generator))
+
+
+def random_color(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """TF Inception's distort_color, ordering 0, on a float NCHW RGB batch in [0, 1].
+
+    brightness (32/255) -> saturation [0.5, 1.5] -> hue (0.2) -> contrast [0.5, 1.5] -> clip to
+    [0, 1]. The generator is drawn in that order, N values per op.
+    """
+    _check_rgb(x, "random_color")
+    x = random_brightness(x, BRIGHTNESS_MAX_DELTA, generator)
+    x = random_saturation(x, *SATURATION_RANGE, generator)
+    x = random_hue(x, HUE_MAX_DELTA, generator)
+    x = random_contrast(x, *CONTRAST_RANGE, generator)
+    return x.clamp(0.0, 1.0)

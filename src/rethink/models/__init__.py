@@ -1,14 +1,15 @@
-"""The paper's CIFAR10 models, created by name through one registry.
+"""The paper's models, created by name through one registry.
 
     from rethink.models import create_model, count_params, list_models
     model = create_model("inception", in_shape=(3, 28, 28), num_classes=10)
     count_params(model)  # 1,649,402, the paper's Table 1 count
 
-Names: mlp1x512, mlp3x512, alexnet, inception, inception-nobn. To add your own model, decorate a
-builder with `register_model` (see `registry.py`).
+CIFAR10 (Table 1): mlp1x512, mlp3x512, alexnet, inception, inception-nobn. ImageNet (Table 2):
+inception-v3 (inputs >= 75x75; 299x299, 1000 classes standard). To add your own model, decorate
+a builder with `register_model` (see `registry.py`).
 """
 
-from rethink.models import alexnet, inception, mlp  # noqa: F401  (registers the paper's models)
+from rethink.models import alexnet, inception, inception_v3, mlp  # noqa: F401  (registers the models)
 from rethink.models.lrn import LocalResponseNorm, local_response_norm
 from rethink.models.registry import (
     ModelInfo,

@@ -43,6 +43,12 @@ class ModelInfo:
     description: str  # one line
     supports_dropout: bool
     is_conv: bool  # whether channels_last memory format makes sense
+    # For a model the paper takes from elsewhere (Inception V3 on ImageNet), the standard
+    # architecture's published count of every parameter at native_in_shape / native_num_classes
+    # (torchvision's inception_v3). None for the paper's CIFAR models: theirs is paper_params.
+    reference_params: int | None = None
+    native_in_shape: tuple[int, int, int] = (3, 28, 28)  # the input the model is meant for
+    native_num_classes: int = 10
 
 
 _REGISTRY: dict[str, ModelInfo] = {}  # in registration order
@@ -56,11 +62,16 @@ def register_model(
     description: str = "",
     supports_dropout: bool = False,
     is_conv: bool = False,
+    reference_params: int | None = None,
+    native_in_shape: tuple[int, int, int] = (3, 28, 28),
+    native_num_classes: int = 10,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: file `builder` under `name`. Returns the builder unchanged.
 
     Registering a name twice warns and replaces the earlier entry (as timm does), so that
-    reloading a module during development keeps working.
+    reloading a module during development keeps working. `native_in_shape` and
+    `native_num_classes` say where `paper_params` / `reference_params` apply (and where a
+    listing should build the model: Inception V3 refuses the CIFAR default of 28x28).
     """
 
     def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -74,6 +85,9 @@ def register_model(
             description=description,
             supports_dropout=supports_dropout,
             is_conv=is_conv,
+            reference_params=reference_params,
+            native_in_shape=tuple(native_in_shape),
+            native_num_classes=native_num_classes,
         )
         return builder
 
@@ -137,12 +151,14 @@ def create_model(
 
 def _glorot(m: nn.Module) -> None:
     nn.init.xavier_uniform_(m.weight)
-    nn.init.zeros_(m.bias)
+    if m.bias is not None:  # convs followed by batch norm (Inception V3) have none
+        nn.init.zeros_(m.bias)
 
 
 def _he(m: nn.Module) -> None:
     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    nn.init.zeros_(m.bias)
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
 
 
 # The paper does not state its initialization. "torch": PyTorch's layer defaults; "glorot":
