@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -15,7 +16,15 @@ import pytest
 from PIL import Image
 
 from rethink.errors import ConfigError
-from rethink.experiments.grids import EXPERIMENTS, PIXEL_TESTS, PRESETS, TABLE1_ROWS, build_points
+from rethink.experiments.grids import (
+    DEFAULT_EXPERIMENTS,
+    EXPERIMENTS,
+    IMAGENET_WEIGHT_DECAY,
+    PIXEL_TESTS,
+    PRESETS,
+    TABLE1_ROWS,
+    build_points,
+)
 from rethink.experiments.sweep import run_sweep, unique_runs
 
 SMOKE = PRESETS["smoke"]
@@ -184,7 +193,25 @@ def test_cpu_preset_leaves_out_only_what_it_says():
     assert {p.labels["model"] for p in points if p.experiment == "table1"} == set(TABLE1_ROWS)
     random_rows = {p.labels["model"] for p in points if p.labels["corruption"] == "random-labels"}
     assert random_rows == set(TABLE1_ROWS) - {"inception-nobn"}
-    assert {p.experiment for p in points} == set(EXPERIMENTS)
+    assert {p.experiment for p in points} == set(DEFAULT_EXPERIMENTS) == set(EXPERIMENTS) - {"table2"}
+
+
+def test_table2_is_the_papers_imagenet_grid_and_only_runs_when_named():
+    paper = PRESETS["paper"]
+    assert not [p for p in build_points(paper) if p.experiment == "table2"]
+    with pytest.raises(ConfigError, match="table2 is the paper's ImageNet experiment"):
+        build_points(paper, ("table2",))
+    imagenet = dataclasses.replace(paper, dataset="packed:/data/imagenet-299")
+    points = build_points(imagenet, ("table2",))
+    rows = [(p.labels["corruption"], p.labels["regularizer"]) for p in points]
+    assert rows == [("true", "aug+dropout+wd"), ("true", "aug"), ("true", "wd"), ("true", "none"),
+                    ("random-labels", "dropout+wd"), ("random-labels", "wd"), ("random-labels", "none")]
+    full = points[0].config
+    assert full.model == "inception-v3" and full.input_size == 299 and full.train_size is None
+    assert full.augment == ("color", "crop") and full.dropout == 0.2
+    assert full.weight_decay == IMAGENET_WEIGHT_DECAY and full.decay_samples is None
+    bare = points[-1].config
+    assert bare.augment == () and bare.dropout == 0 == bare.weight_decay
 
 
 def test_a_larger_epoch_budget_reaches_only_the_runs_it_names():

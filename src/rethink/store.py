@@ -285,6 +285,31 @@ class Store:
                  config.get("corruption"), config.get("p"), message, _now(), _now()),
             )
 
+    def import_run(self, row: dict[str, Any], epochs: Sequence[dict[str, Any]]) -> None:
+        """Store a run trained elsewhere (a Ray worker's own database): its `runs` row and
+        exactly these epoch rows, in one transaction.
+
+        Copies every column this database's `runs` table has (and EPOCH_COLUMNS), so new
+        columns need no change here. An existing row keeps its `started_at`, as a resumed
+        local run does.
+        """
+        have = [r[1] for r in self.conn.execute("PRAGMA table_info(runs)")]
+        columns = [k for k in have if k in row]
+        if "run_id" not in columns:
+            raise ValueError("import_run needs the row's run_id")
+        updates = ", ".join(
+            f"{k} = COALESCE(runs.{k}, excluded.{k})" if k == "started_at" else f"{k} = excluded.{k}"
+            for k in columns if k != "run_id"
+        )
+        with self.transaction() as c:
+            c.execute(
+                f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+                f"ON CONFLICT(run_id) DO UPDATE SET {updates}",
+                tuple(row[k] for k in columns),
+            )
+            c.execute("DELETE FROM epochs WHERE run_id = ?", (row["run_id"],))
+            self._insert_epochs(c, row["run_id"], epochs)
+
     def record_theory(self, kind: str, config: dict[str, Any], result: dict[str, Any],
                       versions: dict[str, Any] | None = None) -> str:
         """Store one theory result (expressivity, kernel, measures...) keyed by its config.

@@ -2,27 +2,29 @@
 
 Every run is keyed by its full config (seeds included), so a rerun of the same command skips
 the finished runs, resumes the interrupted one from its checkpoint and starts the rest; a kill
-loses at most the current epoch. Runs execute one after another in this process (one run
-already uses every core). A run that raises is stored as `failed` with its error and the
-sweep goes on; a rerun tries it again.
+loses at most the current epoch. Planning (which runs, which are done, the time budget) and
+reporting are shared; an executor (`rethink.experiments.executors`) trains the remaining runs:
+by default one after another in this process (one run already uses every core), or as tasks
+on a Ray cluster. A run that raises is stored as `failed` with its error and the sweep goes on;
+a rerun tries it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rethink.config import RunConfig
 from rethink.data.sources import load_dataset
-from rethink.errors import ConfigError, RethinkError
-from rethink.experiments.grids import EXPERIMENTS, PRESETS, Point, Preset, build_points, sweep_id
+from rethink.errors import ConfigError
+from rethink.experiments.executors import Executor, Job, LocalExecutor, RunOptions
+from rethink.experiments.grids import DEFAULT_EXPERIMENTS, PRESETS, Point, Preset, build_points, sweep_id
 from rethink.fmt import duration
 from rethink.store import FINISHED_STATUSES, Store
-from rethink.train.runner import resolve_device, resolve_precision, run
+from rethink.train.loop import RunResult
 
 # Training images per second of each model on the reference 2-core CPU, fp32, batch 128
 # (docs/results/foundation.md); evaluation runs at about 3x that. Only for time estimates.
@@ -70,6 +72,51 @@ def unique_runs(points: list[Point]) -> dict[str, RunConfig]:
     return runs
 
 
+class Progress:
+    """What every executor reports back: a run started, finished or failed.
+
+    Keeps the counts and the ETA, prints the `[i/N]` lines, and stores failed runs; the
+    executors only decide where and when runs train.
+    """
+
+    def __init__(self, points: list[Point], todo: list[Job], per_epoch: dict[str, float],
+                 left: dict[str, int], out_dir: Path, log: Callable[[str], None]) -> None:
+        self.points, self.todo, self.out_dir, self.log = points, todo, out_dir, log
+        self.per_epoch, self.left = per_epoch, left
+        self.finished, self.failed = 0, 0
+        self.trained_estimate = 0.0  # reference-CPU seconds of the epochs trained so far
+        self.completed: set[str] = set()
+        self.t0 = time.perf_counter()
+
+    def prefix(self, job: Job) -> str:
+        return f"[{job.index}/{len(self.todo)}]"
+
+    def start(self, job: Job) -> None:
+        elapsed = time.perf_counter() - self.t0
+        remaining = sum(self.per_epoch[j.run_id] * self.left[j.run_id]
+                        for j in self.todo if j.run_id not in self.completed)
+        # this machine's speed relative to the reference, from the epochs trained so far; the
+        # bound stays an upper bound because runs that fit stop before their budget
+        pace = elapsed / self.trained_estimate if self.trained_estimate > 0 else 1.0
+        eta = f", ETA <= {duration(remaining * pace)}" if job.index > 1 else ""
+        self.log(f"{self.prefix(job)} {_describe_point(self.points, job.run_id)}{eta}")
+
+    def done(self, job: Job, result: RunResult) -> None:
+        self.finished += 1
+        self.completed.add(job.run_id)
+        self.trained_estimate += self.per_epoch[job.run_id] * (result.epochs - job.stored_epochs)
+        self.log(f"{self.prefix(job)} {result.status}: train {100 * result.train_acc:.2f}%, test "
+                 f"{100 * result.test_acc:.2f}%, {result.steps} steps, {result.wall_time:.0f} s")
+
+    def fail(self, job: Job, message: str, detail: str) -> None:
+        """Store the run as failed (`message` one line, `detail` e.g. the traceback)."""
+        self.failed += 1
+        self.completed.add(job.run_id)
+        self.log(f"{self.prefix(job)} failed: {message}")
+        with Store(self.out_dir) as store:
+            store.mark_failed(job.run_id, job.config.to_dict(), message + "\n" + detail)
+
+
 def run_sweep(
     preset_name: str,
     *,
@@ -85,40 +132,77 @@ def run_sweep(
     precision: str | None = None,
     report: bool = True,
     tensorboard: bool = False,
+    executor: Executor | None = None,
     log: Callable[[str], None] = print,
 ) -> SweepResult:
     """Run every point of a preset's experiments that is not finished yet.
 
-    `precision` ("auto", "fp32", "bf16") overrides the preset's for every run; None keeps it."""
+    `precision` ("auto", "fp32", "bf16") overrides the preset's for every run; None keeps it.
+    `executor` trains the remaining runs (default: `LocalExecutor`, one after another here)."""
     preset = get_preset(preset_name)
+    executor = executor or LocalExecutor()
+    with executor.session(log):
+        sid, skipped, progress = _plan_and_execute(
+            preset, executor, experiments=experiments, models=models, seeds=seeds, dataset=dataset,
+            options=RunOptions(out_dir=Path(out_dir), data_dir=data_dir, cache_dir=cache_dir,
+                               download=download, device=device, tensorboard=tensorboard),
+            precision=precision, log=log)
+    report_path = None
+    if report:
+        from rethink.report import write_report  # late: matplotlib is only needed here
+
+        report_path = write_report(out_dir, sweep_id=sid)
+    wall = time.perf_counter() - progress.t0
+    log(f"sweep {sid} done: {progress.finished} trained, {skipped} skipped, {progress.failed} failed, "
+        f"{duration(wall)}" + (f"; report: {report_path}" if report_path else ""))
+    return SweepResult(sid, skipped + len(progress.todo), skipped, progress.finished, progress.failed, wall,
+                       report_path)
+
+
+def _plan_and_execute(
+    preset: Preset,
+    executor: Executor,
+    *,
+    experiments: tuple[str, ...] | None,
+    models: tuple[str, ...] | None,
+    seeds: int,
+    dataset: str | None,
+    options: RunOptions,
+    precision: str | None,
+    log: Callable[[str], None],
+) -> tuple[str, int, Progress]:
+    """Expand, check, register and skip, then hand the runs still to do to the executor.
+
+    Returns the sweep id, the number of runs skipped as finished, and the progress record."""
     if precision is not None:
-        preset = dataclasses.replace(preset, precision=resolve_precision(precision, resolve_device(device)))
+        preset = dataclasses.replace(preset, precision=executor.resolve_precision(precision, options.device))
     if dataset is not None:
         preset = _with_dataset(preset, dataset)
     points = build_points(preset, experiments, models, seeds)
-    options = {
+    sweep_options = {
         "preset": preset.to_dict(),
-        "experiments": list(experiments or preset.experiments or EXPERIMENTS),
+        "experiments": list(experiments or preset.experiments or DEFAULT_EXPERIMENTS),
         "models": list(models or preset.models),
         "seeds": seeds,
     }
-    sid = sweep_id(preset, options)
+    sid = sweep_id(preset, sweep_options)
     runs = unique_runs(points)
 
     # Check the data before writing anything: a missing dataset fails here, in one line.
-    raw = load_dataset(preset.dataset, data_dir, download=download, cache_dir=cache_dir)
+    raw = load_dataset(preset.dataset, options.data_dir, download=options.download,
+                       cache_dir=options.cache_dir)
     n_train, n_test = len(raw.train_labels), len(raw.test_labels)
     _check_sizes(runs.values(), n_train, n_test, preset)
     per_epoch = {
         rid: epoch_seconds(c, c.train_size or n_train, c.test_size or n_test) for rid, c in runs.items()
     }
 
-    out_dir = Path(out_dir)
+    out_dir = options.out_dir
     with Store(out_dir) as store:
         store.register_sweep(
             sid,
             preset.name,
-            options,
+            sweep_options,
             [
                 {"experiment": p.experiment, "labels": p.labels, "run_id": p.run_id,
                  "config": p.config.to_dict()}
@@ -135,47 +219,13 @@ def run_sweep(
         f"({len(done)} already finished); at most {duration(budget)} on the reference 2-core CPU "
         f"(every remaining run to its epoch budget; runs that fit stop earlier)"
     )
-
-    t0 = time.perf_counter()
-    trained_estimate, finished, failed = 0.0, 0, 0
-    for i, rid in enumerate(todo, 1):
-        config = runs[rid]
-        elapsed = time.perf_counter() - t0
-        remaining = sum(per_epoch[r] * left[r] for r in todo[i - 1 :])
-        # this machine's speed relative to the reference, from the epochs trained so far; the
-        # bound stays an upper bound because runs that fit stop before their budget
-        pace = elapsed / trained_estimate if trained_estimate > 0 else 1.0
-        eta = f", ETA <= {duration(remaining * pace)}" if i > 1 else ""
-        prefix = f"[{i}/{len(todo)}]"
-        log(f"{prefix} {_describe_point(points, rid)}{eta}")
-        try:
-            result = run(config, out_dir=out_dir, data_dir=data_dir, cache_dir=cache_dir, device=device,
-                         tensorboard=tensorboard, log=lambda line, prefix=prefix: log(f"{prefix} {line}"))
-            finished += 1
-            trained_estimate += per_epoch[rid] * (result.epochs - stored[rid])
-            log(f"{prefix} {result.status}: train {100 * result.train_acc:.2f}%, test "
-                f"{100 * result.test_acc:.2f}%, {result.steps} steps, {result.wall_time:.0f} s")
-        except RethinkError:  # a user-fixable problem (e.g. a damaged checkpoint): stop and say so
-            raise
-        except Exception as exc:  # a broken run must not take the sweep down; it is stored
-            failed += 1
-            message = f"{type(exc).__name__}: {exc}"
-            log(f"{prefix} failed: {message}")
-            with Store(out_dir) as store:
-                store.mark_failed(rid, config.to_dict(), message + "\n" + traceback.format_exc(limit=5))
-
-    report_path = None
-    if report:
-        from rethink.report import write_report  # late: matplotlib is only needed here
-
-        report_path = write_report(out_dir, sweep_id=sid)
-    wall = time.perf_counter() - t0
-    log(f"sweep {sid} done: {finished} trained, {len(done)} skipped, {failed} failed, "
-        f"{duration(wall)}" + (f"; report: {report_path}" if report_path else ""))
-    return SweepResult(sid, len(runs), len(done), finished, failed, wall, report_path)
+    jobs = [Job(i, rid, runs[rid], stored[rid]) for i, rid in enumerate(todo, 1)]
+    progress = Progress(points, jobs, per_epoch, left, out_dir, log)
+    executor.execute(jobs, options, progress)
+    return sid, len(done), progress
 
 
-def _check_sizes(configs, n_train: int, n_test: int, preset: Preset) -> None:
+def _check_sizes(configs: Iterable[RunConfig], n_train: int, n_test: int, preset: Preset) -> None:
     for config in configs:
         for size, have, split in ((config.train_size, n_train, "train"), (config.test_size, n_test, "test")):
             if size is not None and size > have:
@@ -202,4 +252,3 @@ def _describe_point(points: list[Point], run_id: str) -> str:
     what = lab["corruption"] + (f" p={lab['p']:g}" if lab["p"] is not None else "")
     return (f"{lab['model']} {what} reg={lab['regularizer']} seed={lab['seed']} "
             f"({', '.join(experiments)}) run {run_id}")
-
