@@ -159,7 +159,7 @@ def assert_arrays(ds, expected: dict[str, np.ndarray]) -> None:
 
 
 def test_registry_lists_every_source():
-    assert list_sources() == ["cifar10", "mnist", "folder:PATH", "idx:PATH"]
+    assert list_sources() == ["cifar10", "mnist", "folder:PATH", "idx:PATH", "packed:PATH"]
 
 
 @pytest.mark.parametrize("name", ["cifar100", "imagenet", "folders:/x", ""])

@@ -8,6 +8,7 @@ import torch
 from rethink.config import RunConfig
 from rethink.data.pipeline import build_run_data
 from rethink.data.sources import RawDataset
+from rethink.errors import ConfigError
 from rethink.store import Store
 from rethink.train.checkpoint import load_checkpoint
 from rethink.train.loop import fit
@@ -202,3 +203,24 @@ def test_train_eval_full_keeps_the_run_ids_of_runs_stored_before_it_existed():
     assert RunConfig.from_dict(config.to_dict()) == config
     with pytest.raises(Exception, match="train evaluation"):
         config.replace(train_eval="sometimes").validate()
+
+
+def test_color_augmentation_perturbs_training_batches_only_and_needs_rgb(tmp_path):
+    config = RunConfig(**SMALL, augment=("color",))
+    data = build_run_data(config, make_raw())
+    assert data.train_full is not None  # colour works on the [0, 1] image before whitening
+    idx = torch.arange(16)
+    a = data.train_batch(idx, torch.Generator().manual_seed(1))
+    b = data.train_batch(idx, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == data.train_x[idx].shape
+    assert not torch.allclose(a, data.train_x[idx], atol=1e-3)  # perturbed, yet whitened:
+    assert torch.allclose(a.mean((1, 2, 3)), torch.zeros(16), atol=1e-4)
+    plain = build_run_data(RunConfig(**SMALL), make_raw())
+    assert torch.equal(plain.test_x, data.test_x)  # evaluation sees the unperturbed images
+    gray = make_raw()
+    gray = RawDataset(**{**gray.__dict__, "train_images": gray.train_images[..., :1],
+                         "test_images": gray.test_images[..., :1]})
+    with pytest.raises(ConfigError, match="color augmentation needs RGB images"):
+        build_run_data(config, gray)
+    with pytest.raises(ConfigError, match="would change the Gaussian"):
+        RunConfig(**SMALL, augment=("color",), corruption="gaussian").validate()

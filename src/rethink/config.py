@@ -19,7 +19,9 @@ from typing import Any
 from rethink.data.corruption import CORRUPTIONS, GAUSSIAN_STATS, LABEL_NOISE_CONVENTIONS
 from rethink.errors import ConfigError
 
-AUGMENTATIONS = ("crop", "flip", "rotate")  # rotate: uniform in +-25 degrees (Table 4)
+# rotate: uniform in +-25 degrees (Table 4); color: the ImageNet perturbation of brightness,
+# saturation, hue and contrast (Table 2; TF-slim's constants, rethink.data.preprocess.random_color)
+AUGMENTATIONS = ("crop", "flip", "rotate", "color")
 PRECISIONS = ("fp32", "bf16")
 TRAIN_EVALS = ("full", "screen")
 
@@ -61,7 +63,7 @@ class RunConfig:
     decay_samples: int | None = CIFAR10_TRAIN_SIZE
     batch_size: int = 128
     weight_decay: float = 0.0  # explicit regularizers are all off by default (pitfall 6)
-    augment: tuple[str, ...] = ()  # subset of ("crop", "flip", "rotate")
+    augment: tuple[str, ...] = ()  # subset of ("crop", "flip", "rotate", "color")
 
     # budget and stopping
     max_epochs: int = 100
@@ -166,6 +168,9 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name}={value} must be a non-negative integer", f"fix --{_flag(name)}")
+        if "color" in self.augment and self.corruption == "gaussian":
+            raise ConfigError("color augmentation clips pixels to [0, 1], which would change the Gaussian "
+                              "noise's distribution", "drop color from --augment")
         pixel_test = self.corruption in ("shuffled-pixels", "random-pixels", "gaussian")
         if "crop" in self.augment and pixel_test and not self.corrupt_before_crop:
             raise ConfigError(

@@ -3,9 +3,13 @@
 Order of operations, computed once before training and never redrawn:
   subset (stratified, subset seed) -> [centre crop, for pixel tests] -> randomization test
   (corruption seed) -> centre crop + per-image whitening of train and test.
-With random-crop augmentation the training images are also kept at full resolution and each
-batch is cropped and whitened on the fly; flips and rotations apply to the whitened batch. All
-of it is vectorized over the batch.
+With random-crop (or colour) augmentation the training images are also kept at full resolution
+and each batch is cropped (randomly, or centrally without crop), colour-perturbed and whitened on
+the fly; flips and rotations apply to the whitened batch. All of it is vectorized over the batch.
+
+A pack (`packed:DIR`, rethink.data.packed) is too big for memory: for it, `build_run_data` returns
+a RunData whose image tensors are lazy views that read batches from the memory-mapped shards, with
+the same subsets and labels (rethink.data.streaming says where pixel tests differ).
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from rethink.config import RunConfig
 from rethink.data.corruption import PIXEL_CORRUPTIONS, corrupt
+from rethink.data.packed import PackedDataset
 from rethink.data.preprocess import (
     center_crop,
     per_image_whitening,
     prepare,
+    random_color,
     random_crop,
     random_flip,
     random_rotate,
@@ -30,6 +37,9 @@ from rethink.data.preprocess import (
 )
 from rethink.data.sources import RawDataset
 from rethink.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rethink.data.streaming import FullView, PreparedView
 
 ROTATE_DEGREES = 25.0  # Table 4: "random rotation up to 25 degrees"
 
@@ -42,9 +52,10 @@ CROP_SLACK = 4
 class RunData:
     """Everything the loop reads. Images are float32 NCHW in the model's memory format."""
 
-    train_x: torch.Tensor  # centre-cropped, whitened: the eval-mode view of the training set
+    # For a pack, train_x/test_x/train_full are lazy views that index like these tensors.
+    train_x: torch.Tensor | PreparedView  # centre-cropped, whitened: the eval-mode view of the training set
     train_y: torch.Tensor  # int64, after corruption
-    test_x: torch.Tensor
+    test_x: torch.Tensor | PreparedView
     test_y: torch.Tensor  # true labels, always
     changed: torch.Tensor  # bool: training labels the corruption changed
     realized_rate: float
@@ -53,7 +64,7 @@ class RunData:
     input_size: int
     augment: tuple[str, ...]
     memory_format: torch.memory_format
-    train_full: torch.Tensor | None  # NHWC, full resolution; only with crop augmentation
+    train_full: torch.Tensor | FullView | None  # NHWC, full resolution; only with crop augmentation
     crop_padding: int
     corruption_sha256: str  # identifies the corrupted training set (checked on resume)
     data_hash: str  # the decoded source arrays' hash
@@ -68,10 +79,16 @@ class RunData:
 
     def train_batch(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The training inputs for indices `idx`, with this run's augmentation applied."""
-        if self.train_full is not None:  # random crop from the full-resolution image
+        if self.train_full is not None:  # crop and colour from the full-resolution [0, 1] image
             x = self.train_full[idx]
             x = to_unit_float(x) if x.dtype == torch.uint8 else x.permute(0, 3, 1, 2)
-            x = per_image_whitening(random_crop(x, self.input_size, generator, padding=self.crop_padding))
+            if "crop" in self.augment:
+                x = random_crop(x, self.input_size, generator, padding=self.crop_padding)
+            else:
+                x = center_crop(x, self.input_size)
+            if "color" in self.augment:  # before whitening: it works on [0, 1] RGB
+                x = random_color(x, generator)
+            x = per_image_whitening(x)
         else:
             x = self.train_x[idx]
         if "flip" in self.augment:
@@ -83,12 +100,16 @@ class RunData:
 
 def build_run_data(
     config: RunConfig,
-    raw: RawDataset,
+    raw: RawDataset | PackedDataset,
     *,
     memory_format: torch.memory_format = torch.contiguous_format,
     device: str | torch.device = "cpu",
 ) -> RunData:
     """Subset, corrupt and preprocess `raw` as `config` says. Pure: same inputs, same tensors."""
+    if isinstance(raw, PackedDataset):
+        from rethink.data.streaming import build_packed_run_data  # late: it imports this module
+
+        return build_packed_run_data(config, raw, memory_format=memory_format, device=device)
     train_images, train_labels = raw.train_images, raw.train_labels
     test_images, test_labels = raw.test_images, raw.test_labels
     subset = torch.arange(len(train_labels))
@@ -118,7 +139,7 @@ def build_run_data(
         raise ConfigError(f"{raw.name}: labels outside 0..{len(raw.classes) - 1}", "check the dataset")
 
     train_full, padding = None, 0
-    if "crop" in config.augment:
+    if needs_full_images(config, raw.train_images.shape[-1], raw.name):
         train_full = data.train_images.to(device)
         padding = max(0, math.ceil((config.input_size + CROP_SLACK - train_full.shape[1]) / 2))
 
@@ -142,6 +163,14 @@ def build_run_data(
         corruption_sha256=_sha256(data.train_labels, data.train_images),
         data_hash=raw.content_hash,
     )
+
+
+def needs_full_images(config: RunConfig, channels: int, name: str) -> bool:
+    """Whether batches are made from the uncropped images: crop and colour augmentation."""
+    if "color" in config.augment and channels != 3:
+        raise ConfigError(f"color augmentation needs RGB images; {name} has {channels} channel(s)",
+                          "drop color from --augment")
+    return bool({"crop", "color"} & set(config.augment))
 
 
 def _subset(labels: torch.Tensor, size: int, seed: int, split: str, name: str) -> torch.Tensor:

@@ -3,6 +3,8 @@
 Names: `cifar10`, `mnist`, `folder:PATH` (an image-folder tree or tarball laid out
 `{train,test}/<class>/<image>`) and `idx:PATH` (a directory of IDX files). `load_dataset`
 returns uint8 NHWC tensors, decoded once and then served from `rethink.data.cache`.
+`packed:DIR` (a pack written by `rethink pack`, too big for memory) bypasses the cache:
+`load_dataset` returns a memory-mapped `rethink.data.packed.PackedDataset` instead.
 
 CIFAR-10 comes either as the official pickled batches (read by a restricted unpickler that
 admits numpy arrays and nothing else) or as an image folder of JPEGs (lossy; see
@@ -30,7 +32,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import PIL
@@ -40,6 +42,9 @@ from tqdm import tqdm
 
 from rethink.data import cache
 from rethink.errors import ConfigError, DataError, RethinkError
+
+if TYPE_CHECKING:
+    from rethink.data.packed import PackedDataset
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -138,6 +143,9 @@ class Located:
     root: Path  # `files` are named relative to it in the source hash
     decode: Callable[[], tuple[Arrays, tuple[str, ...]]]
     description: str
+    # Sources that serve their own memory-mapped files (packed:) set this instead of decoding:
+    # load_dataset returns serve(verify), skipping the array cache, which would copy them.
+    serve: Callable[[bool], PackedDataset] | None = None
 
 
 # A loader takes (argument after the prefix or "", data dir, download) and returns Located.
@@ -184,16 +192,19 @@ def load_dataset(
     download: bool = False,
     cache_dir: str | Path | None = None,
     verify: bool = False,
-) -> RawDataset:
+) -> RawDataset | PackedDataset:
     """Find, verify and decode dataset `name`, or load it from the array cache.
 
     `verify` also re-hashes cached arrays against their recorded content hash (~0.15 s for
-    CIFAR-10); cache entries are always checked for format, shapes and sizes.
+    CIFAR-10); cache entries are always checked for format, shapes and sizes. A `packed:` name
+    gives a memory-mapped PackedDataset (`verify` re-hashes its shards).
     """
     loader, arg = _lookup(name)
     data_dir = resolve_data_dir(data_dir)
     cache_dir = resolve_cache_dir(cache_dir)
     loc = loader(arg, data_dir, download)
+    if loc.serve is not None:
+        return loc.serve(verify)
     try:
         hashes = cache.file_hashes(loc.files, cache_dir)
     except OSError as e:
@@ -1025,6 +1036,19 @@ def _idx(arg: str, data_dir: Path, _download: bool) -> Located:
         return arrays, tuple(str(i) for i in range(n))
 
     return Located(name, tuple(paths.values()), d, decode, f"IDX files in {d}")
+
+
+@register_source("packed:")
+def _packed(arg: str, data_dir: Path, _download: bool) -> Located:
+    from rethink.data.packed import open_pack  # late: packed imports this module's layout code
+
+    d = _resolve_path(arg, data_dir, "packed:")
+
+    def not_decoded() -> tuple[Arrays, tuple[str, ...]]:
+        raise AssertionError("a pack is served memory-mapped, never decoded into the cache")
+
+    return Located(f"packed:{d}", (), d, not_decoded, f"pack {d}",
+                   serve=lambda verify: open_pack(d, verify=verify))
 
 
 # ---------------------------------------------------------------------------- data check
