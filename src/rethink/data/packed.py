@@ -18,8 +18,9 @@ Inception evaluation preprocessing instead crops the central 87.5% and resizes t
 (changing the aspect ratio). An image that already is R x R is kept pixel for pixel, so a pack of
 same-size images at their own size holds exactly what `folder:` decodes, in the same order.
 
-Packing streams: images are decoded in batches (optionally by a process pool) straight into the
-shards (np.lib.format.open_memmap), hashed and summed on the way, so memory stays bounded. Work
+Packing streams: images are decoded in batches (optionally by a thread pool, `--workers`: Pillow
+releases the GIL) straight into the shards (np.lib.format.open_memmap), hashed and summed on the
+way, so memory stays bounded. Work
 happens in `.<DIR>.packing/` beside DIR, which is renamed into place at the end; finished shards are
 recorded there, so an interrupted pack resumes at the first unfinished shard.
 
