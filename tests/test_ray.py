@@ -108,7 +108,9 @@ def test_ray_sweep_stores_what_the_local_executor_stores(swept):
         with np.load(here / "corruption.npz") as a, np.load(there / "corruption.npz") as b:
             assert all(np.array_equal(a[k], b[k]) for k in b.files)
     assert log[-2] == "ray: 0 queued / 0 running / 6 done / 0 failed"
-    assert sum(line.startswith("ray: ") and "queued" in line for line in log) == 6
+    status = [line for line in log if line.startswith("ray: ") and "queued" in line]
+    # the state after each refill of the two slots, then the final one
+    assert status[0] == "ray: 4 queued / 2 running / 0 done / 0 failed" and len(status) == 7
     assert log[-1].startswith(f"sweep {via_ray.sweep_id} done: 6 trained, 0 skipped, 0 failed")
 
 

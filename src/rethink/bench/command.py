@@ -375,7 +375,19 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in check_targets(results)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(_without_empty_sections(lines)) + "\n"
+
+
+def _without_empty_sections(lines: list[str]) -> list[str]:
+    """Drop the '## ' sections whose table has no rows (parts left out with --parts)."""
+    starts = [i for i, line in enumerate(lines) if line.startswith("## ")] + [len(lines)]
+    kept = lines[: starts[0]]
+    for a, b in zip(starts, starts[1:], strict=False):
+        section = lines[a:b]
+        rule = next((i for i, line in enumerate(section) if line.startswith("|---")), None)
+        if rule is None or any(line.startswith("| ") for line in section[rule + 1 :]):
+            kept += section
+    return kept
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -202,6 +202,8 @@ class RayExecutor:
     # ------------------------------------------------------------------ the runs
 
     def execute(self, jobs: list[Job], options: RunOptions, progress: Progress) -> None:
+        if not jobs:
+            return
         ray = self._ray
         task = ray.remote(_train_task)
         queued = deque(jobs)
@@ -217,6 +219,9 @@ class RayExecutor:
                     running[self._submit(task, job, options, progress.prefix(job))] = job
                 if not running:
                     break
+                # the state after refilling the free slots, before waiting for the next run to return
+                progress.log(f"ray: {len(queued)} queued / {len(running)} running / {progress.finished} done "
+                             f"/ {progress.failed} failed")
                 [ref], _ = ray.wait(list(running), num_returns=1)
                 job = running.pop(ref)
                 error = self._collect(ref, job, options, progress)
@@ -224,12 +229,12 @@ class RayExecutor:
                     user_error = error
                     progress.log(f"{progress.prefix(job)} error: {error}; stopping after the "
                                  f"{len(running)} runs in flight")
-                progress.log(f"ray: {len(queued)} queued / {len(running)} running / {progress.finished} done "
-                             f"/ {progress.failed} failed")
         except BaseException:  # Ctrl-C or a driver error: do not leave our tasks running
             for ref in running:
                 ray.cancel(ref)
             raise
+        progress.log(f"ray: {len(queued)} queued / 0 running / {progress.finished} done "
+                     f"/ {progress.failed} failed")
         if user_error is not None:
             raise user_error
 
