@@ -153,7 +153,11 @@ def test_channels_last_matches_nchw(name):
     # float64: in float32 the two layouts' rounding differs by ~1e-6, enough to flip the argmax
     # of an occasional near-tie in a max-pool window and move that gradient elsewhere.
     model = create_model(name, in_shape=(3, 16, 16)).double()  # 16 -> 8 -> 4: same paddings
-    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    _assert_layouts_agree(model, torch.randn(3, 3, 16, 16, dtype=torch.float64), atol=1e-10, rtol=1e-7)
+
+
+def _assert_layouts_agree(model: torch.nn.Module, x: torch.Tensor, atol: float, rtol: float) -> None:
+    """A training step in NCHW and in channels_last gives the same outputs and gradients."""
     ref = _train_step(model, x)
     ref_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
@@ -161,7 +165,7 @@ def test_channels_last_matches_nchw(name):
     out = _train_step(model, x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, ref)
     for p, g in zip(model.parameters(), ref_grads, strict=True):
-        torch.testing.assert_close(p.grad, g, atol=1e-10, rtol=1e-7)
+        torch.testing.assert_close(p.grad, g, atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -479,18 +483,10 @@ def test_inception_v3_too_small_input_is_a_config_error(in_shape):
 
 
 def test_inception_v3_channels_last_and_bf16():
-    model = _v3(75).double()
-    x = torch.randn(2, 3, 75, 75, dtype=torch.float64)
-    ref = _train_step(model, x)
-    ref_grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    model = model.to(memory_format=torch.channels_last)
-    out = _train_step(model, x.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(out, ref)
-    for p, g in zip(model.parameters(), ref_grads, strict=True):
-        # looser than the CIFAR models: at 75x75 the Mixed_7 batch norms see 2 values per
-        # channel, which amplifies the layouts' different summation order
-        torch.testing.assert_close(p.grad, g, atol=1e-7, rtol=1e-4)
+    # looser than the CIFAR models: at 75x75 the Mixed_7 batch norms see 2 values per channel,
+    # which amplifies the layouts' different summation order
+    _assert_layouts_agree(_v3(75).double(), torch.randn(2, 3, 75, 75, dtype=torch.float64),
+                          atol=1e-7, rtol=1e-4)
     model = _v3(75).to(memory_format=torch.channels_last)
     x = torch.randn(2, 3, 75, 75).contiguous(memory_format=torch.channels_last)
     out = _train_step(model, x, bf16=True)

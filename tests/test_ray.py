@@ -129,17 +129,22 @@ def test_ray_rerun_through_the_cli_skips_everything(swept, dataset, capsys):
     assert _dump(root / "ray" / "results.sqlite") == before
 
 
-def test_an_interrupted_run_resumes_on_the_worker_from_the_drivers_checkpoint(swept, dataset, tmp_path):
-    _, _, root, _ = swept
-    out = tmp_path / "out"
-    shutil.copytree(root / "ray", out)
+def _copy_with_one_run_running(swept, out: Path) -> tuple[sqlite3.Connection, str]:
+    """A copy of the swept Ray store in `out` whose first run is marked as still running."""
+    shutil.copytree(swept[2] / "ray", out)
     db = sqlite3.connect(out / "results.sqlite", isolation_level=None)
     run_id = db.execute("SELECT run_id FROM runs ORDER BY run_id LIMIT 1").fetchone()[0]
-    before = _dump(out / "results.sqlite")
+    db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (run_id,))
+    return db, run_id
+
+
+def test_an_interrupted_run_resumes_on_the_worker_from_the_drivers_checkpoint(swept, dataset, tmp_path):
+    out = tmp_path / "out"
+    before = _dump(swept[2] / "ray" / "results.sqlite")
+    db, run_id = _copy_with_one_run_running(swept, out)
     curve = "SELECT wall_time FROM epochs WHERE run_id = ? ORDER BY epoch"
     wall_times = db.execute(curve, (run_id,)).fetchall()
     # as if killed after the last checkpoint was written but before the database caught up
-    db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (run_id,))
     db.execute("DELETE FROM epochs WHERE run_id = ? AND epoch = (SELECT MAX(epoch) FROM epochs "
                "WHERE run_id = ?)", (run_id, run_id))
     db.close()
@@ -153,12 +158,8 @@ def test_an_interrupted_run_resumes_on_the_worker_from_the_drivers_checkpoint(sw
 
 
 def test_a_user_error_on_a_worker_stops_the_sweep_unretried(swept, dataset, tmp_path):
-    _, _, root, _ = swept
     out = tmp_path / "out"
-    shutil.copytree(root / "ray", out)
-    db = sqlite3.connect(out / "results.sqlite", isolation_level=None)
-    run_id = db.execute("SELECT run_id FROM runs ORDER BY run_id LIMIT 1").fetchone()[0]
-    db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (run_id,))
+    db, run_id = _copy_with_one_run_running(swept, out)
     db.close()
     (out / run_id / "checkpoint.pt").write_bytes(b"not a checkpoint")
 
