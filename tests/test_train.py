@@ -224,3 +224,10 @@ def test_color_augmentation_perturbs_training_batches_only_and_needs_rgb(tmp_pat
         build_run_data(config, gray)
     with pytest.raises(ConfigError, match="would change the Gaussian"):
         RunConfig(**SMALL, augment=("color",), corruption="gaussian").validate()
+
+
+def test_a_model_that_refuses_the_input_size_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr("rethink.train.runner.load_dataset", lambda *a, **k: make_raw())
+    with pytest.raises(ConfigError, match="needs inputs of at least 75x75"):
+        run(RunConfig(**{**SMALL, "model": "inception-v3"}), out_dir=tmp_path / "out", log=lambda s: None)
+    assert not (tmp_path / "out").exists()

@@ -27,7 +27,7 @@ from rethink.data.pipeline import RunData, build_run_data
 from rethink.data.sources import load_dataset
 from rethink.errors import ConfigError
 from rethink.files import atomic_write
-from rethink.models import get_model_info
+from rethink.models import create_model, get_model_info
 from rethink.store import DB_NAME, FINISHED_STATUSES, Store
 from rethink.train import distributed
 from rethink.train.distributed import World
@@ -163,6 +163,9 @@ def run(
     raw = load_dataset(config.dataset, data_dir, download=download, cache_dir=cache_dir)
     fmt = torch.channels_last if get_model_info(config.model).is_conv else torch.contiguous_format
     data = build_run_data(config, raw, memory_format=fmt, device=torch_device)
+    with torch.device("meta"):  # the model accepts this data (e.g. its minimum input), before any write
+        create_model(config.model, in_shape=data.in_shape, num_classes=data.num_classes,
+                     dropout=config.dropout)
     log(_describe(config, data))
 
     run_dir = out_dir / run_id
