@@ -127,6 +127,14 @@ def test_batches_too_small_to_split_are_refused():
         check_batches(World(0, 8, 0), 1000, 4)
 
 
+def test_missing_data_fails_in_one_line_before_launching(tmp_path, capsys):
+    assert main(["run", "--nproc", "2", "--dataset", f"folder:{tmp_path / 'missing'}",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file or directory" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_nproc_is_removed_from_the_relaunched_arguments():
     assert _without_option(["run", "--nproc", "2", "--out", "x"], "--nproc") == ["run", "--out", "x"]
     assert _without_option(["run", "--nproc=2"], "--nproc") == ["run"]

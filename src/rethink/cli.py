@@ -249,6 +249,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args).validate()
     world = distributed.world_from_env()  # set when torchrun started this process
     if args.nproc > 1 and world is None:
+        from rethink.data import load_dataset
+
+        # missing or damaged data: one line here, not a failure report from every rank
+        load_dataset(config.dataset, args.data_dir, download=args.download, cache_dir=args.cache_dir)
         return distributed.launch(args.nproc, _without_option(args.argv, "--nproc"))
     try:
         result = run(
