@@ -14,6 +14,11 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", type=int, default=0, metavar="N",
+                     help="tests/test_faults.py: N extra runs killed at random points until they finish")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_array_cache(tmp_path_factory: pytest.TempPathFactory):
     """Point the decoded-array cache at a per-session temp dir, so CIFAR decodes once per run."""

@@ -81,7 +81,7 @@ def test_two_gloo_processes_match_one_process(shared_data_dir, tmp_path, monkeyp
     assert '"world_size": 2' in versions
     # only rank 0 wrote: the run files once, no stray temp files
     files = sorted(p.name for p in (tmp_path / "ddp" / _run_id(tmp_path / "ddp")).iterdir())
-    assert files == ["checkpoint.pt", "config.json", "corruption.npz"]
+    assert files == [".lock", "checkpoint.pt", "config.json", "corruption.npz"]
 
 
 @pytest.mark.realdata

@@ -10,6 +10,9 @@ from __future__ import annotations
 class RethinkError(Exception):
     """A user-facing error: `message` says what is wrong, `hint` says what to do."""
 
+    # A sweep stops on it (the user must fix something first), unless a subclass says otherwise.
+    stops_sweep = True
+
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
         self.message = message
@@ -33,3 +36,9 @@ class CheckpointError(RethinkError):
 
 class StoreError(RethinkError):
     """The results database cannot be opened or written."""
+
+
+class ResourceError(RethinkError):
+    """A run ran out of a resource (memory). Its run is stored as failed; a sweep goes on."""
+
+    stops_sweep = False

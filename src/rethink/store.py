@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rethink.errors import StoreError
+from rethink.faults import failpoint
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
@@ -179,6 +180,7 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise
         else:
+            failpoint("db-in-transaction")
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:

@@ -96,8 +96,10 @@ class LocalExecutor:
                              cache_dir=options.cache_dir, device=options.device,
                              tensorboard=options.tensorboard,
                              log=lambda line, prefix=prefix: progress.log(f"{prefix} {line}"))
-            except RethinkError:  # a user-fixable problem (e.g. a damaged checkpoint): stop and say so
-                raise
+            except RethinkError as exc:  # a user-fixable problem (a damaged checkpoint): stop and say so
+                if exc.stops_sweep:
+                    raise
+                progress.fail(job, str(exc), "")  # e.g. out of memory: this run only
             except Exception as exc:  # a broken run must not take the sweep down; it is stored
                 progress.fail(job, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
             else:
@@ -271,7 +273,11 @@ class RayExecutor:
             cls, message, hint = payload["user_error"]
             # name the driver's run folder, not the worker's temporary copy of it
             workdir, here = payload["workdir"], str(options.out_dir)
-            return cls(message.replace(workdir, here), hint.replace(workdir, here))
+            error = cls(message.replace(workdir, here), hint.replace(workdir, here))
+            if error.stops_sweep:
+                return error
+            progress.fail(job, str(error), "")  # e.g. out of memory: this run only, the sweep goes on
+            return None
         run_dir = options.out_dir / job.run_id
         # files first, then the database: a kill in between leaves a checkpoint the rerun resumes
         for name, data in payload["files"].items():

@@ -36,6 +36,7 @@ from torch import nn
 from rethink.config import RunConfig, lr_at
 from rethink.data.pipeline import RunData
 from rethink.errors import CheckpointError
+from rethink.faults import failpoint
 from rethink.models import create_model, get_model_info, initialize
 from rethink.store import Store
 from rethink.train import distributed
@@ -312,6 +313,7 @@ def fit(
                 status, message = "diverged", f"loss became {loss} at step {step + 1}"
                 break
             step += 1
+            failpoint("step")
         if status == "diverged":
             break
         # 4. full-train-set (or screened, see RunConfig.train_eval) and test evaluation, eval mode
@@ -365,6 +367,7 @@ def fit(
             )
         if store is not None:
             store.write_epoch(run_id, row)
+            failpoint("epoch-stored")
         if on_epoch is not None:
             on_epoch(row)
         log(_epoch_line(row, config.max_epochs, data.changed.any().item()))

@@ -8,13 +8,16 @@ was interrupted resumes from its checkpoint.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import io
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ import rethink
 from rethink.config import RunConfig
 from rethink.data.pipeline import RunData, build_run_data
 from rethink.data.sources import load_dataset
-from rethink.errors import ConfigError
+from rethink.errors import ConfigError, ResourceError, StoreError
 from rethink.files import atomic_write
 from rethink.models import create_model, get_model_info
 from rethink.store import DB_NAME, FINISHED_STATUSES, Store
@@ -171,9 +174,14 @@ def run(
     run_dir = out_dir / run_id
     if not writes:
         return fit(config, data, None, run_dir, log=log, world=world)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_run_files(run_dir, config, data)
-    with Store(out_dir) as store:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_claim_run_dir(run_dir))
+        store = stack.enter_context(Store(out_dir))
+        done = stored_result(store, run_id)  # another process may have finished it meanwhile
+        if done is not None:
+            log(f"run {run_id} already finished ({done.status}); skipping")
+            return done
+        _write_run_files(run_dir, config, data)
         versions = software_versions(torch_device)
         if world is not None:
             versions["world_size"] = world.size
@@ -186,13 +194,70 @@ def run(
             train_size=len(data.train_y),
             test_size=len(data.test_y),
         )
-        with contextlib.ExitStack() as stack:
-            on_epoch = None
-            if tensorboard:
-                writer = _tensorboard_writer(out_dir / "tensorboard" / run_id)
-                stack.callback(writer.close)
-                on_epoch = functools.partial(_write_scalars, writer)
+        on_epoch = None
+        if tensorboard:
+            writer = _tensorboard_writer(out_dir / "tensorboard" / run_id)
+            stack.callback(writer.close)
+            on_epoch = functools.partial(_write_scalars, writer)
+        try:
             return fit(config, data, store, run_dir, log=log, on_epoch=on_epoch, world=world)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            message = (f"out of memory training {config.model} at batch size {config.batch_size} "
+                       f"({config.precision}, {torch_device})")
+            store.mark_failed(run_id, config.to_dict(), f"{message}: {exc}")
+            raise ResourceError(message, f"try --batch-size {max(1, config.batch_size // 2)}"
+                                + (" or --precision bf16" if config.precision == "fp32" else "")
+                                + "; the rerun resumes from the last epoch") from exc
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError (a RuntimeError), the CPU allocator's failure, or MemoryError."""
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc)
+
+
+@contextlib.contextmanager
+def _claim_run_dir(run_dir: Path) -> Iterator[None]:
+    """Create the run folder and hold its lock while training.
+
+    A second process training the same run into the same --out is refused in one line (two
+    writers would interleave checkpoints); other runs in the same folder train concurrently (the
+    database takes concurrent writers). An unwritable folder is one line too, and a folder this
+    call created is removed again if anything fails before training starts.
+    """
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the whole run
+    except OSError as exc:
+        raise StoreError(f"cannot write to the output directory {run_dir.parent}: {exc.strerror or exc}",
+                         "pass a writable --out with free space") from exc
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise StoreError(f"run {run_dir.name} is being trained by another rethink process "
+                             f"(pid {holder}) in {run_dir.parent}",
+                             "wait for it to finish, or use another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        for stale in run_dir.glob(".*.tmp"):  # a killed writer's temp file; we hold the lock now
+            stale.unlink(missing_ok=True)
+        yield
+    except BaseException as exc:
+        if created and not (run_dir / "checkpoint.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing of this run was kept: leave no folder
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write to the output directory {run_dir.parent}: "
+                             f"{exc.strerror or exc}", "pass a writable --out with free space") from exc
+        raise
+    finally:
+        lock.close()
 
 
 def _silent(_: str) -> None:
