@@ -1,5 +1,6 @@
 """Crash-resume equivalence, tested by killing: a run SIGKILLed anywhere and resumed ends exactly
-where an uninterrupted run ends (bitwise, on CPU with one thread), and the database stays whole.
+where an uninterrupted run ends (bitwise, on CPU with one thread), and the database stays whole;
+also two processes on one output directory, and unwritable or full disks.
 
 Each kill uses a failpoint (`rethink.faults`): the process kills itself during a step, with a
 checkpoint half-installed, inside a database transaction, right after an epoch is committed.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -23,8 +25,9 @@ import pytest
 import torch
 from PIL import Image
 
+from rethink.cli import main
 from rethink.faults import POINTS
-from rethink.store import DB_NAME
+from rethink.store import DB_NAME, Store
 from rethink.train.checkpoint import load_checkpoint
 
 EPOCHS = 4
@@ -151,3 +154,81 @@ def test_soak_random_kill_sequences(folder, reference, tmp_path, request):
             kills += 1
         _assert_identical(_snapshot(out), reference)
     print(f"soak: {rounds} runs, {kills} kills, all identical to the uninterrupted run")
+
+
+# ---------------------------------------------------------------- two processes, unwritable and full disks
+
+
+def _popen_run(folder: Path, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "rethink", *ARGS, "--dataset", f"folder:{folder}", "--out", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _integrity(out: Path) -> str:
+    db = sqlite3.connect(out / DB_NAME)
+    try:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_second_process_on_the_same_run_is_refused_other_runs_proceed(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    first = _popen_run(folder, out, "--max-epochs", "400")  # long enough to be caught mid-run
+    try:
+        deadline = time.time() + 60
+        while not list(out.glob("*/.lock")) or not list(out.glob("*/checkpoint.pt")):
+            assert time.time() < deadline and first.poll() is None
+            time.sleep(0.1)
+        same = [*ARGS, "--dataset", f"folder:{folder}", "--out", str(out), "--max-epochs", "400"]
+        assert main(same) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is being trained by another rethink process" in err
+        assert f"pid {first.pid}" in err
+        other = [*ARGS, "--dataset", f"folder:{folder}", "--out", str(out), "--max-epochs", "2",
+                 "--seed", "7"]
+        assert main(other) == 0  # another run, same folder and database: trains alongside
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert _integrity(out) == "ok"
+    with Store(out, readonly=True) as store:
+        assert sorted(r["status"] for r in store.runs()) == ["not-fitted", "running"]
+
+
+def test_an_unwritable_output_directory_is_one_line_and_leaves_nothing(folder, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    argv = [*ARGS, "--dataset", f"folder:{folder}", "--max-epochs", "1", "--out", str(blocker / "runs")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot" in err and "a-file" in err
+    assert blocker.read_text() == "not a directory"
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "read-only"
+        ro.mkdir(mode=0o555)
+        assert main([*argv[:-1], str(ro)]) == 2
+        assert "cannot" in capsys.readouterr().err and not list(ro.iterdir())
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:  # in the child: writes past `limit` bytes fail with EFBIG, like a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_is_one_line_keeps_the_store_whole_and_the_rerun_finishes(folder, reference, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "rethink", *ARGS, "--dataset", f"folder:{folder}", "--out", str(out)]
+    # the run folder's small files and the database fit; the first checkpoint (~1.2 MB) does not
+    full = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_file_size_limit(400_000),
+                          timeout=300)
+    assert full.returncode == 2, full.stderr
+    assert full.stderr.count("\n") == 1 and "cannot write checkpoint" in full.stderr
+    assert _integrity(out) == "ok"
+    # the half-written checkpoint was removed (and the run folder, which held no checkpoint yet)
+    assert not list(out.glob("*/.*.tmp"))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    _assert_identical(_snapshot(out), reference)
