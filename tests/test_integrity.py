@@ -71,3 +71,46 @@ def test_out_of_memory_fails_one_run_and_the_sweep_goes_on(tmp_path, monkeypatch
         statuses = sorted(r["status"] for r in store.runs())
     db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
     assert statuses.count("failed") == 1 and db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _calls(tree) -> list:
+    """(dotted name, keywords) of every call in a module's syntax tree."""
+    import ast
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            parts, f = [], node.func
+            while isinstance(f, ast.Attribute):
+                parts.append(f.attr)
+                f = f.value
+            if isinstance(f, ast.Name):
+                parts.append(f.id)
+            keywords = {k.arg: getattr(k.value, "value", None) for k in node.keywords}
+            out.append((".".join(reversed(parts)), keywords, node.lineno))
+    return out
+
+
+def test_no_unsafe_deserialization_in_the_package():
+    """Every load of a file is restricted: torch.load with weights_only=True, np.load without
+    pickles, and pickle only through the SafeUnpickler (tests/test_data_sources.py proves it
+    refuses a malicious pickle without running it)."""
+    import ast
+    from pathlib import Path
+
+    import rethink
+
+    seen = []
+    for path in Path(rethink.__file__).parent.rglob("*.py"):
+        for name, keywords, line in _calls(ast.parse(path.read_text())):
+            where = f"{path.name}:{line}: {name}"
+            if name == "torch.load":
+                assert keywords.get("weights_only") is True, where
+            elif name in ("np.load", "numpy.load"):
+                assert keywords.get("allow_pickle") is False, where
+            elif name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "torch.serialization.load"):
+                raise AssertionError(f"raw unpickling outside SafeUnpickler: {where}")
+            else:
+                continue
+            seen.append(where)
+    assert len(seen) >= 4  # the scan sees the loads that exist (checkpoint, cache, packs)
