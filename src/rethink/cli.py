@@ -8,6 +8,7 @@ caught, so a bug never looks like a user error.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,13 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (plus where to look), exit status 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse takes `-1e-4` or `-inf` for an option ("expected one argument"); read them as the
+        # (negative) numbers they are, so that the value's own check names the problem
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity)$", re.IGNORECASE)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -251,8 +259,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.nproc > 1 and world is None:
         from rethink.data import load_dataset
 
-        # missing or damaged data: one line here, not a failure report from every rank
-        load_dataset(config.dataset, args.data_dir, download=args.download, cache_dir=args.cache_dir)
+        # missing or damaged data, sizes the data does not have, batches that cannot be split: one
+        # line here, not a failure report from every rank
+        raw = load_dataset(config.dataset, args.data_dir, download=args.download, cache_dir=args.cache_dir)
+        n_train = _check_subset_sizes(config, raw)
+        distributed.check_batches(distributed.World(0, args.nproc, 0), n_train, config.batch_size)
         return distributed.launch(args.nproc, _without_option(args.argv, "--nproc"))
     try:
         result = run(
@@ -279,6 +290,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"results: {args.out}/results.sqlite (run {result.run_id}), files in {args.out}/{result.run_id}/")
     return EXIT_OK
+
+
+def _check_subset_sizes(config, raw) -> int:
+    """The training set size `config` asks of `raw`; ConfigError where `raw` has fewer images."""
+    from rethink.errors import ConfigError
+
+    have = {"train": len(raw.train_labels), "test": len(raw.test_labels)}
+    for split, size in (("train", config.train_size), ("test", config.test_size)):
+        if size is not None and size > have[split]:
+            raise ConfigError(f"--{split}-size {size} is larger than the {have[split]} {split} images of "
+                              f"{raw.name}", f"pass at most {have[split]}")
+    return config.train_size or have["train"]
 
 
 def _without_option(argv: Sequence[str], option: str) -> list[str]:

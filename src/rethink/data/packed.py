@@ -615,13 +615,20 @@ def pack_folder(
         log(f"pack: {out} already holds this pack; nothing to do")
         return done_manifest
     tmp = out.parent / f".{out.name}.packing"
+    fresh = not tmp.exists()
     try:
         tmp.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"pack: cannot write to {out.parent} ({e.strerror})",
                         "pass a writable --out") from None
     with _locked(tmp, out):
-        return _pack(plan, tmp, out, workers, log)
+        try:
+            return _pack(plan, tmp, out, workers, log)
+        except BaseException:
+            # failed before finishing a shard (e.g. the first bad image): nothing to resume, no trace
+            if fresh and not (tmp / _PROGRESS).exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def _pack(plan: _Plan, tmp: Path, out: Path, workers: int, log: Callable[[str], None]) -> dict[str, Any]:

@@ -1033,6 +1033,14 @@ def _idx(arg: str, data_dir: Path, _download: bool) -> Located:
     def decode() -> tuple[Arrays, tuple[str, ...]]:
         raws = {r: _gunzip_if_needed(p.read_bytes(), str(p)) for r, p in paths.items()}
         arrays = _idx_arrays(raws, paths, name)
+        # as for folders, a test class without training images is a mistake (a swapped or foreign
+        # label file), not one more class: the model would get a class it can never learn
+        unseen = np.setdiff1d(arrays["test_labels"], arrays["train_labels"])
+        if len(unseen):
+            raise DataError(
+                f"{name}: test labels {unseen[:10].tolist()} never occur in the training labels",
+                "check the label files: every test class needs training images",
+            )
         n = int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1
         return arrays, tuple(str(i) for i in range(n))
 

@@ -44,6 +44,7 @@ from rethink.train.checkpoint import load_checkpoint, save_checkpoint
 from rethink.train.distributed import World
 
 EVAL_BATCH = 1024
+CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,19 @@ def _mean(mask: torch.Tensor) -> float | None:
     return float(mask.float().mean()) if mask.numel() else None
 
 
+def resume_state(run_dir: Path, run_id: str, corruption_sha256: str) -> dict[str, Any] | None:
+    """The run's checkpoint, checked (checksum, run id, and the corrupted data it was trained on),
+    or None when there is none yet. Raises CheckpointError for one that cannot be resumed."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    state = load_checkpoint(path, run_id)
+    if state["corruption_sha256"] != corruption_sha256:
+        raise CheckpointError(f"checkpoint {path} was trained on other data than this corruption seed gives",
+                              "delete the run folder to restart it")
+    return state
+
+
 def fit(
     config: RunConfig,
     data: RunData,
@@ -246,20 +260,12 @@ def fit(
     net = build_model(config, data, device)  # the module itself: evaluated, checkpointed
     model = net if world is None else _data_parallel(net, device)  # what the SGD steps run
     optimizer = paper_sgd(model.parameters(), config)
-    if world is not None:
-        distributed.check_batches(world, n, config.batch_size)
     top5 = data.num_classes > 5
 
     history: list[dict[str, Any]] = []
     start_epoch, step, wall_before = 0, 0, 0.0
-    ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, run_id)
-        if state["corruption_sha256"] != data.corruption_sha256:
-            raise CheckpointError(
-                f"checkpoint {ckpt_path} was trained on other data than this corruption seed gives",
-                "delete the run folder to restart it",
-            )
+    state = resume_state(run_dir, run_id, data.corruption_sha256)
+    if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch, step = list(state["history"]), state["epoch"], state["step"]
@@ -353,7 +359,7 @@ def fit(
         # 5. checkpoint first: it is the source of truth a resume rebuilds the store from
         if writes:
             save_checkpoint(
-                ckpt_path,
+                run_dir / CHECKPOINT,
                 {
                     "run_id": run_id,
                     "epoch": epoch + 1,

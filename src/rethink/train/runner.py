@@ -34,7 +34,7 @@ from rethink.models import create_model, get_model_info
 from rethink.store import DB_NAME, FINISHED_STATUSES, Store
 from rethink.train import distributed
 from rethink.train.distributed import World
-from rethink.train.loop import RunResult, fit
+from rethink.train.loop import CHECKPOINT, RunResult, fit, resume_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -172,6 +172,11 @@ def run(
     log(_describe(config, data))
 
     run_dir = out_dir / run_id
+    if world is not None:
+        distributed.check_batches(world, len(data.train_y), config.batch_size)
+    # a checkpoint that cannot be resumed (damaged, another run's, other data) is refused before
+    # anything is written; fit() loads it again under the lock
+    resume_state(run_dir, run_id, data.corruption_sha256)
     if not writes:
         return fit(config, data, None, run_dir, log=log, world=world)
     with contextlib.ExitStack() as stack:
@@ -250,7 +255,7 @@ def _claim_run_dir(run_dir: Path) -> Iterator[None]:
             stale.unlink(missing_ok=True)
         yield
     except BaseException as exc:
-        if created and not (run_dir / "checkpoint.pt").exists():
+        if created and not (run_dir / CHECKPOINT).exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing of this run was kept: leave no folder
         if isinstance(exc, OSError):
             raise StoreError(f"cannot write to the output directory {run_dir.parent}: "
