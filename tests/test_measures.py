@@ -270,7 +270,7 @@ def test_cli_bad_stores_and_checkpoints(tiny_store, tmp_path, shared_data_dir, c
     ckpt = copy / run_id / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated
     code, err = measures(copy)
-    assert code == 2 and "unreadable" in err and err.count("\n") == 1
+    assert code == 2 and "checksum mismatch" in err and err.count("\n") == 1
     ckpt.unlink()
     code, err = measures(copy)
     assert code == 2 and "has no checkpoint" in err
