@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, default=128)
     g.add_argument("--weight-decay", type=float, default=0.0, help="L2 coefficient (off by default)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout rate (off by default)")
-    g.add_argument("--augment", default="", help="comma list of crop,flip (off by default)")
+    g.add_argument("--augment", default="",
+                   help="comma list of crop, flip, rotate, color (ImageNet colour perturbation); "
+                        "off by default")
     g.add_argument("--precision", default="auto",
                    help="bf16 autocast or fp32; auto (default): bf16 where the device has it natively")
     g.add_argument("--train-eval", default="full", choices=("full", "screen"),
