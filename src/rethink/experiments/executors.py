@@ -146,6 +146,8 @@ class RayExecutor:
         connected_here = not ray.is_initialized()
         # ray.init() starts a new local instance unless an address is given (argument or $RAY_ADDRESS)
         started = connected_here and self.address is None and not os.environ.get("RAY_ADDRESS")
+        if connected_here and self.address not in (None, "auto"):
+            _check_reachable(self.address)
         if connected_here:
             kwargs: dict[str, Any] = {"runtime_env": self.runtime_env} if self.runtime_env else {}
             try:
@@ -288,6 +290,20 @@ class RayExecutor:
             store.import_run(payload["row"], payload["epochs"])
         progress.done(job, payload["result"])
         return None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds when nothing listens at HOST:PORT: ray.init would retry for minutes."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # not HOST:PORT: ray.init reports the malformed address itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}",
+                          "start it with `ray start --head`, or check --ray-address") from None
 
 
 # ---------------------------------------------------------------------- on the workers
