@@ -23,21 +23,24 @@ ARGS = ["run", "--dataset", "mnist", "--train-size", "500", "--test-size", "200"
         "--no-stop-at-fit", "--precision", "fp32", "--model", "mlp1x512"]
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (torchrun starts its ranks in their own sessions)."""
+def descendants(root: int) -> dict[int, bytes]:
+    """pid -> command line of every process below `root`, from /proc (torchrun starts its ranks
+    in their own sessions; Ray's workers are the raylet's children)."""
     parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    cmdlines: dict[int, bytes] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()  # after "(comm)"
+            cmdlines[int(proc.name)] = (proc / "cmdline").read_bytes()
+        except OSError:  # exited meanwhile
             continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
+        parents.setdefault(int(fields[1]), []).append(int(proc.name))
+    found, todo = [], [root]
     while todo:
         children = parents.get(todo.pop(), [])
         found += children
         todo += children
-    return found
+    return {pid: cmdlines[pid] for pid in found}
 
 
 def _run_id(out) -> str:
@@ -97,7 +100,7 @@ def test_killed_two_process_run_resumes_to_the_single_process_result(shared_data
                             start_new_session=True)
     for line in proc.stdout:
         if line.startswith("epoch   2/"):
-            for pid in [proc.pid, *_descendants(proc.pid)]:  # torchrun and both ranks, mid-run
+            for pid in [proc.pid, *descendants(proc.pid)]:  # torchrun and both ranks, mid-run
                 os.kill(pid, signal.SIGKILL)
             break
     proc.wait()

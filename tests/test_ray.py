@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_distributed import descendants
 from test_sweep import _dump, make_image_folder
 
 from rethink.errors import CheckpointError, ConfigError
@@ -171,25 +172,6 @@ def test_a_user_error_on_a_worker_stops_the_sweep_unretried(swept, dataset, tmp_
     assert status == "running"  # not stored as failed: the user has to fix it
 
 
-def _descendants() -> dict[int, bytes]:
-    """pid -> command line of this process's descendants (Ray's workers are raylet's children)."""
-    parents, cmdlines = {}, {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-                cmdlines[int(proc.name)] = (proc / "cmdline").read_bytes()
-            except OSError:  # exited meanwhile
-                continue
-            parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after "(comm)"
-    mine, grew = {os.getpid()}, True
-    while grew:
-        new = {pid for pid, ppid in parents.items() if ppid in mine} - mine
-        mine |= new
-        grew = bool(new)
-    return {pid: cmdlines[pid] for pid in mine - {os.getpid()} if pid in cmdlines}
-
-
 def _kill_a_training_worker(sweep: threading.Thread, worker_tmp: Path) -> int:
     """SIGKILL a worker in the middle of training one of our runs: its task is running and has
     written a checkpoint (an epoch is done) in a temporary folder that was not there before."""
@@ -197,7 +179,7 @@ def _kill_a_training_worker(sweep: threading.Thread, worker_tmp: Path) -> int:
     deadline = time.time() + 60
     while time.time() < deadline and sweep.is_alive():
         started = {p.parent.name for p in set(worker_tmp.glob("rethink-ray-*/*/checkpoint.pt")) - old}
-        for pid, cmdline in _descendants().items():
+        for pid, cmdline in descendants(os.getpid()).items():
             # Ray titles a worker "ray::<task name>" while it runs the task, "ray::IDLE" after
             title = cmdline.split(b"\0")[0].decode(errors="replace")
             if title.removeprefix("ray::rethink-run-") in started:

@@ -260,11 +260,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     world = distributed.world_from_env()  # set when torchrun started this process
     if args.nproc > 1 and world is None:
         from rethink.data import load_dataset
+        from rethink.data.pipeline import check_split_size
 
         # missing or damaged data, sizes the data does not have, batches that cannot be split: one
         # line here, not a failure report from every rank
         raw = load_dataset(config.dataset, args.data_dir, download=args.download, cache_dir=args.cache_dir)
-        n_train = _check_subset_sizes(config, raw)
+        check_split_size(config.train_size, len(raw.train_labels), "train", raw.name)
+        check_split_size(config.test_size, len(raw.test_labels), "test", raw.name)
+        n_train = config.train_size or len(raw.train_labels)
         distributed.check_batches(distributed.World(0, args.nproc, 0), n_train, config.batch_size)
         return distributed.launch(args.nproc, _without_option(args.argv, "--nproc"))
     try:
@@ -292,18 +295,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"results: {args.out}/results.sqlite (run {result.run_id}), files in {args.out}/{result.run_id}/")
     return EXIT_OK
-
-
-def _check_subset_sizes(config, raw) -> int:
-    """The training set size `config` asks of `raw`; ConfigError where `raw` has fewer images."""
-    from rethink.errors import ConfigError
-
-    have = {"train": len(raw.train_labels), "test": len(raw.test_labels)}
-    for split, size in (("train", config.train_size), ("test", config.test_size)):
-        if size is not None and size > have[split]:
-            raise ConfigError(f"--{split}-size {size} is larger than the {have[split]} {split} images of "
-                              f"{raw.name}", f"pass at most {have[split]}")
-    return config.train_size or have["train"]
 
 
 def _without_option(argv: Sequence[str], option: str) -> list[str]:

@@ -114,10 +114,10 @@ def build_run_data(
     test_images, test_labels = raw.test_images, raw.test_labels
     subset = torch.arange(len(train_labels))
     if config.train_size is not None:
-        subset = _subset(train_labels, config.train_size, config.subset_seed, "train", raw.name)
+        subset = split_subset(train_labels, config.train_size, config.subset_seed, "train", raw.name)
         train_images, train_labels = train_images[subset], train_labels[subset]
     if config.test_size is not None:
-        test_idx = _subset(test_labels, config.test_size, config.subset_seed, "test", raw.name)
+        test_idx = split_subset(test_labels, config.test_size, config.subset_seed, "test", raw.name)
         test_images, test_labels = test_images[test_idx], test_labels[test_idx]
 
     if config.corruption in PIXEL_CORRUPTIONS and not config.corrupt_before_crop:
@@ -173,12 +173,16 @@ def needs_full_images(config: RunConfig, channels: int, name: str) -> bool:
     return bool({"crop", "color"} & set(config.augment))
 
 
-def _subset(labels: torch.Tensor, size: int, seed: int, split: str, name: str) -> torch.Tensor:
-    if size > len(labels):
-        raise ConfigError(
-            f"--{split}-size {size} is larger than the {len(labels)} {split} images of {name}",
-            f"pass at most {len(labels)}",
-        )
+def check_split_size(size: int | None, have: int, split: str, name: str) -> None:
+    """ConfigError when --train-size / --test-size asks for more images than the split has."""
+    if size is not None and size > have:
+        raise ConfigError(f"--{split}-size {size} is larger than the {have} {split} images of {name}",
+                          f"pass at most {have}")
+
+
+def split_subset(labels: torch.Tensor, size: int, seed: int, split: str, name: str) -> torch.Tensor:
+    """The stratified, seeded subset of `size` examples of a split (its indices)."""
+    check_split_size(size, len(labels), split, name)
     return stratified_subset(labels, size, seed)
 
 

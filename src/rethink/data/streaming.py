@@ -64,10 +64,11 @@ from rethink.data.packed import (
     read_manifest,
     shard_name,
 )
-from rethink.data.pipeline import CROP_SLACK, RunData, _subset, needs_full_images
+from rethink.data.pipeline import CROP_SLACK, RunData, needs_full_images, split_subset
 from rethink.data.preprocess import prepare
 from rethink.errors import ConfigError, DataError
 from rethink.files import atomic_write
+from rethink.seeds import seeded_generator
 
 CORRUPTED = "corrupted"
 CORRUPTED_FORMAT = "rethink-pack-corruption"
@@ -202,9 +203,9 @@ def build_packed_run_data(
     subset = torch.arange(len(train_labels))
     test_idx = torch.arange(len(test_labels))
     if config.train_size is not None:
-        subset = _subset(train_labels, config.train_size, config.subset_seed, "train", ds.name)
+        subset = split_subset(train_labels, config.train_size, config.subset_seed, "train", ds.name)
     if config.test_size is not None:
-        test_idx = _subset(test_labels, config.test_size, config.subset_seed, "test", ds.name)
+        test_idx = split_subset(test_labels, config.test_size, config.subset_seed, "test", ds.name)
     train_y, test_y = train_labels[subset], test_labels[test_idx]
 
     # The labels come from corrupt() itself, on 1x1 stand-in images: label tests never look at
@@ -256,11 +257,6 @@ def build_packed_run_data(
 
 
 # ---------------------------------------------------------------------------- corrupted shards
-
-
-def _chunk_generator(seed: int, kind: str, split: str, chunk: int) -> torch.Generator:
-    digest = hashlib.sha256(f"{seed}:{kind}:{split}:{chunk}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def corruption_dir(ds: PackedDataset, kind: str, seed: int, resolution: int, stats: str) -> Path:
@@ -363,7 +359,7 @@ def _write_corrupted(ds: PackedDataset, d: Path, spec: dict[str, Any], log: Call
         x = torch.from_numpy(np.ascontiguousarray(_center_crop_rows(rows, r)))
         if kind == "shuffled-pixels":  # a fresh Generator(seed) each time: one permutation for all
             return shuffle_pixels(x, x[:0], torch.Generator().manual_seed(seed))[0].numpy()
-        gen = _chunk_generator(seed, kind, split, chunk)
+        gen = seeded_generator(seed, kind, split, chunk)
         if kind == "random-pixels":
             return random_pixels(x, gen).numpy()
         # corruption.gaussian_pixels' noise, with the whole training split's moments

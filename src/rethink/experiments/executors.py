@@ -156,9 +156,8 @@ class RayExecutor:
                 else:
                     ray.init(address=self.address, **kwargs)
             except (ConnectionError, TimeoutError, ValueError) as exc:
-                raise ConfigError(f"cannot connect to the Ray cluster at {self.address or '$RAY_ADDRESS'}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                                  "start it with `ray start --head`, or check --ray-address") from exc
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise _cannot_connect(self.address or "$RAY_ADDRESS", reason) from exc
         try:
             self._check_fits(started)
             yield
@@ -302,8 +301,12 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc}",
-                          "start it with `ray start --head`, or check --ray-address") from None
+        raise _cannot_connect(address, exc.strerror or str(exc)) from None
+
+
+def _cannot_connect(address: str, reason: str) -> ConfigError:
+    return ConfigError(f"cannot connect to the Ray cluster at {address}: {reason}",
+                       "start it with `ray start --head`, or check --ray-address")
 
 
 # ---------------------------------------------------------------------- on the workers

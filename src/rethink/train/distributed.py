@@ -82,11 +82,6 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def check_batches(world: World, n: int, batch_size: int) -> None:
     """Every rank needs at least one example of every batch (DDP waits for all of them)."""
     last = n % batch_size or batch_size

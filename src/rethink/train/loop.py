@@ -21,7 +21,6 @@ accuracy reaches the threshold: its resolution is one epoch.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from rethink.data.pipeline import RunData
 from rethink.errors import CheckpointError
 from rethink.faults import failpoint
 from rethink.models import create_model, get_model_info, initialize
+from rethink.seeds import derive_seed, seeded_generator
 from rethink.store import Store
 from rethink.train import distributed
 from rethink.train.checkpoint import load_checkpoint, save_checkpoint
@@ -64,12 +64,6 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("run_id", "status")}
-
-
-def derive_seed(seed: int, *keys: object) -> int:
-    """An independent 63-bit seed for (seed, purpose, epoch...): no shared global RNG streams."""
-    text = ":".join(str(k) for k in (seed, *keys))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -298,8 +292,8 @@ def fit(
             group["lr"] = lr
         # 2. this epoch's randomness, derived from the seeds and the epoch number only (dropout's
         # also from the rank, so that ranks do not draw the same masks)
-        order = torch.randperm(n, generator=_generator(config.data_seed, "order", epoch))
-        augment_gen = _generator(config.data_seed, "augment", epoch)
+        order = torch.randperm(n, generator=seeded_generator(config.data_seed, "order", epoch))
+        augment_gen = seeded_generator(config.data_seed, "augment", epoch)
         rank_key = () if world is None else (world.rank,)
         torch.manual_seed(derive_seed(config.init_seed, "dropout", epoch, *rank_key))
         # 3. the SGD steps
@@ -408,10 +402,6 @@ def _data_parallel(net: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
-
-
-def _generator(seed: int, *keys: object) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, *keys))
 
 
 def _epoch_line(row: dict[str, Any], max_epochs: int, split: bool) -> str:

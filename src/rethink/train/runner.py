@@ -236,8 +236,7 @@ def _claim_run_dir(run_dir: Path) -> Iterator[None]:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the whole run
     except OSError as exc:
-        raise StoreError(f"cannot write to the output directory {run_dir.parent}: {exc.strerror or exc}",
-                         "pass a writable --out with free space") from exc
+        raise _unwritable(run_dir, exc) from exc
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -258,11 +257,15 @@ def _claim_run_dir(run_dir: Path) -> Iterator[None]:
         if created and not (run_dir / CHECKPOINT).exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing of this run was kept: leave no folder
         if isinstance(exc, OSError):
-            raise StoreError(f"cannot write to the output directory {run_dir.parent}: "
-                             f"{exc.strerror or exc}", "pass a writable --out with free space") from exc
+            raise _unwritable(run_dir, exc) from exc
         raise
     finally:
         lock.close()
+
+
+def _unwritable(run_dir: Path, exc: OSError) -> StoreError:
+    return StoreError(f"cannot write to the output directory {run_dir.parent}: {exc.strerror or exc}",
+                      "pass a writable --out with free space")
 
 
 def _silent(_: str) -> None:
