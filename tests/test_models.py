@@ -23,7 +23,7 @@ from rethink.models import (
 )
 from rethink.models import registry as registry_module
 from rethink.models.alexnet import AlexNet, MaxPool2dSame, same_pads
-from rethink.models.inception import DownsampleModule
+from rethink.models.inception import ConvModule, DownsampleModule
 from rethink.models.lrn import from_tf_lrn
 
 # The paper's CIFAR10 models (Table 1); Inception V3 (ImageNet, >= 75x75 inputs) is tested below.
@@ -73,7 +73,7 @@ def test_paper_parameter_count(name):
     model = create_model(name, in_shape=(3, 28, 28), num_classes=10)
     assert get_model_info(name).paper_params == PAPER_COUNTS[name]
     assert count_params(model) == PAPER_COUNTS[name]
-    assert count_params(model, paper_convention=False) == PAPER_COUNTS[name]
+    assert count_params(model) == PAPER_COUNTS[name]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -85,11 +85,9 @@ def test_model_info_is_consistent(name):
     assert info.is_conv == (not name.startswith("mlp"))
 
 
-def test_count_params_paper_convention_skips_batch_norm_scale_and_shift():
+def test_count_params_counts_learnable_parameters_not_running_statistics():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 2))
-    conv_linear = (8 * 3 * 9 + 8) + (8 * 2 + 2)
-    assert count_params(model) == conv_linear
-    assert count_params(model, paper_convention=False) == conv_linear + 2 * 8
+    assert count_params(model) == (8 * 3 * 9 + 8) + 2 * 8 + (8 * 2 + 2)
 
 
 def test_unknown_model_lists_known_names_on_one_line():
@@ -330,11 +328,43 @@ def test_fast_lrn_bf16_rounds_only_the_output():
 # --- Inception ----------------------------------------------------------------------------
 
 
-def test_inception_batch_norm_has_no_learnable_parameters():
+def test_inception_is_tf_slim_conv_then_batch_norm_with_shift_and_no_scale():
+    """Every conv followed by batch norm has no bias (batch norm would cancel it), and every batch
+    norm learns a shift (beta) and no scale (gamma): TF-slim's conv2d + batch_norm defaults."""
     model = create_model("inception")
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert len(bns) == 1 + 2 * 8 + 2  # stem + 2 per Inception module + 1 per Downsample
-    assert all(not bn.affine and not list(bn.parameters()) for bn in bns)
+    modules = [m for m in model.modules() if isinstance(m, ConvModule)]
+    assert len(modules) == 1 + 2 * 8 + 2  # stem + 2 per Inception module + 1 per Downsample
+    for m in modules:
+        assert m.conv.bias is None
+        assert isinstance(m.bn, nn.modules.batchnorm._BatchNorm)
+        assert not m.bn.affine and m.bn.weight is None  # no gamma
+        assert isinstance(m.bn.bias, nn.Parameter) and m.bn.bias.shape == (m.conv.out_channels,)
+    assert count_params(model) == 1_649_402
+
+
+def test_inception_batch_norm_shift_is_learned_and_folds():
+    """The shift gets a gradient (a conv bias before batch norm would get none), and folding the
+    batch norm into its conv keeps the eval-mode function."""
+    from rethink.theory.norms import fold_batchnorm
+
+    torch.manual_seed(0)
+    block = ConvModule(3, 4, 3, bn=True)
+    x = torch.randn(8, 3, 6, 6)
+    block(x).sum().backward()
+    assert block.bn.bias.grad is not None and block.bn.bias.grad.abs().sum() > 0
+    with torch.no_grad():
+        block.bn.bias.add_(0.3)
+        block.train()
+        block(x)  # populate running statistics
+    block.eval()
+    folded = fold_batchnorm(block)
+    torch.testing.assert_close(folded(x), block(x), atol=1e-5, rtol=1e-5)
+
+
+def test_inception_nobn_convs_keep_their_bias():
+    model = create_model("inception-nobn")
+    assert all(m.conv.bias is not None for m in model.modules() if isinstance(m, ConvModule))
+    assert count_params(model) == 1_649_402
 
 
 def test_inception_nobn_has_no_batch_norm():
@@ -404,13 +434,11 @@ def test_inception_v3_has_the_standard_parameter_count():
 
     # torchvision's inception_v3(aux_logits=False / True) at 1000 classes, every parameter
     model = _v3(299, num_classes=1000)
-    assert count_params(model, paper_convention=False) == REFERENCE_PARAMS == 23_834_568
-    bn = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-    assert count_params(model) == 23_834_568 - 2 * bn  # conv/linear only: no BN scale/shift
-    assert count_params(InceptionV3(aux_logits=True), paper_convention=False) == REFERENCE_PARAMS_AUX
+    assert count_params(model) == REFERENCE_PARAMS == 23_834_568
+    assert count_params(InceptionV3(aux_logits=True)) == REFERENCE_PARAMS_AUX
     assert REFERENCE_PARAMS_AUX == 27_161_264
     # the count does not depend on the input size (global pool)
-    assert count_params(_v3(75, num_classes=1000), paper_convention=False) == REFERENCE_PARAMS
+    assert count_params(_v3(75, num_classes=1000)) == REFERENCE_PARAMS
 
 
 def test_inception_v3_registry_entry():

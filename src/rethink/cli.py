@@ -381,7 +381,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                  else f"{info.reference_params:,}*" if info.reference_params else "-")
         print(
             f"{info.name:<16} {paper:>13} {count_params(model):>19,} "
-            f"{count_params(model, paper_convention=False):>13,}  {info.description}"
+            f"{count_params(model):>13,}  {info.description}"
         )
     print("counts at 28x28x3 input, 10 classes (inception-v3: 299x299x3, 1000 classes); paper convention: "
           "conv/linear weights and biases\n* not in the paper: the standard architecture's count")

@@ -1,7 +1,7 @@
 """The paper's small Inception for 28x28 inputs (Figure 3), with and without batch norm.
 
 Modules (Figure 3):
-    Conv(k, c, stride)  = conv k x k (with bias) -> BatchNorm (no learnable scale/shift) -> ReLU
+    Conv(k, c, stride)  = conv k x k (no bias) -> BatchNorm (learnable shift beta, no scale) -> ReLU
     Inception(c1, c3)   = Conv(1, c1) || Conv(3, c3), concatenated       -> c1 + c3 channels
     Downsample(c3)      = Conv(3, c3, stride 2) || MaxPool 3x3 stride 2   -> c3 + c_in channels
 
@@ -10,9 +10,13 @@ Stack (28x28 -> 14x14 -> 7x7):
     -> Inc(112, 48) -> Inc(96, 64) -> Inc(80, 80) -> Inc(48, 96) -> Down(96)
     -> Inc(176, 160) -> Inc(176, 160) -> global mean pool (336) -> FC 10
 
-Parameter count 1,649,402 for both variants: the paper counts conv weights and biases, and its
-batch norm has no learnable parameters (BatchNorm2d(affine=False); running statistics are
-buffers). "Inception w/o BatchNorm" removes every batch norm layer and nothing else.
+Parameter count 1,649,402 for both variants, in TensorFlow-slim's form (the paper's framework):
+`conv2d` followed by `batch_norm` has no conv bias, and slim's batch norm defaults to a learnable
+shift beta and no scale gamma (`center=True, scale=False`). "Inception w/o BatchNorm" removes every
+batch norm layer and nothing else, so each conv keeps its own bias instead (beta becomes the bias):
+the same count. The other reading with the same count, a conv bias followed by a batch norm with no
+learnable parameter, is not the same network: batch norm subtracts the batch mean, so every conv
+bias would be cancelled (zero gradient) and no learnable shift would be left before any ReLU.
 
 Padding is TensorFlow SAME throughout. For the 3x3 stride-1 convs that is a symmetric 1. In
 Downsample both branches use SAME with stride 2 (out = ceil(in / 2): 28 -> 14, 14 -> 7), which
@@ -49,10 +53,10 @@ INCEPTION_STACK: tuple[tuple, ...] = (
 
 
 class Conv2dSame(nn.Conv2d):
-    """nn.Conv2d (with bias) and TensorFlow SAME padding, asymmetric where TF's is."""
+    """nn.Conv2d and TensorFlow SAME padding, asymmetric where TF's is."""
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1):
-        super().__init__(c_in, c_out, kernel_size, stride, padding=0, bias=True)
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, *, bias: bool = True):
+        super().__init__(c_in, c_out, kernel_size, stride, padding=0, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
@@ -64,13 +68,24 @@ class Conv2dSame(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride)  # (N, c_out, H/s, W/s)
 
 
+class BatchNormShift(nn.BatchNorm2d):
+    """TF-slim's default batch norm: normalize, then add a learnable per-channel shift `bias`
+    (slim's beta, initialized to zero); no learnable scale (slim's `scale=False`)."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, affine=False)
+        # BatchNorm2d.forward passes (weight, bias) = (None, this) to F.batch_norm: shift only
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+
 class ConvModule(nn.Module):
-    """Figure 3's Conv module: conv -> BatchNorm (affine=False) -> ReLU."""
+    """Figure 3's Conv module: conv -> BatchNorm -> ReLU (TF-slim: the conv has no bias and the
+    batch norm a shift; without batch norm the conv has its bias)."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, *, bn: bool):
         super().__init__()
-        self.conv = Conv2dSame(c_in, c_out, kernel_size, stride)
-        self.bn = nn.BatchNorm2d(c_out, affine=False) if bn else nn.Identity()
+        self.conv = Conv2dSame(c_in, c_out, kernel_size, stride, bias=not bn)
+        self.bn = BatchNormShift(c_out) if bn else nn.Identity()
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -150,7 +165,7 @@ class Inception(nn.Module):
     "inception",
     paper_params=1_649_402,
     default_lr=0.1,
-    description="small Inception (Figure 3), batch norm without learnable scale/shift",
+    description="small Inception (Figure 3), TF-slim form: bias-free convs, batch norm with shift, no scale",
     supports_dropout=True,
     is_conv=True,
 )

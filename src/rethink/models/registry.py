@@ -179,16 +179,8 @@ def initialize(model: nn.Module, scheme: str) -> nn.Module:
     return model
 
 
-def count_params(model: nn.Module, *, paper_convention: bool = True) -> int:
-    """Number of parameters.
-
-    paper_convention=True counts what the paper's Table 1 counts: the weights and biases of
-    convolution and linear layers only (no batch-norm scale/shift; ours has none, see
-    `inception.py`). paper_convention=False counts every parameter of the model.
-    """
-    if not paper_convention:
-        return sum(p.numel() for p in model.parameters())
-    layers = (nn.modules.conv._ConvNd, nn.Linear)
-    return sum(
-        p.numel() for m in model.modules() if isinstance(m, layers) for p in m.parameters(recurse=False)
-    )
+def count_params(model: nn.Module) -> int:
+    """Number of learnable parameters: what the paper's Table 1 counts (for Inception, in
+    TF-slim's form, the conv weights, the batch-norm shifts and the FC layer; see `inception.py`).
+    Batch norm's running statistics are buffers, not parameters."""
+    return sum(p.numel() for p in model.parameters())

@@ -73,8 +73,11 @@ def _fold(conv: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
     """conv <- bn(conv(.)) in eval mode: scale each output channel, shift the bias."""
     scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
     shift = -bn.running_mean * scale
-    if bn.affine:
-        scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+    gamma, beta = getattr(bn, "weight", None), getattr(bn, "bias", None)  # None where not learned
+    if gamma is not None:
+        scale, shift = scale * gamma, shift * gamma
+    if beta is not None:  # affine, or a shift alone (Inception's TF-slim batch norm)
+        shift = shift + beta
     w = conv.weight.detach()
     conv.weight = nn.Parameter(w * scale.view(-1, *([1] * (w.dim() - 1))))
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(scale)
