@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
+import torch
+
 from rethink.config import RunConfig
-from rethink.train.runner import run, software_versions
+from rethink.train.runner import emulated_bf16_warning, run, software_versions
 
 # (model, training subset, test subset, epoch budget), sized so all 20 runs take ~40 min on 2 cores.
 # The test subset matters: two runs at chance on m test images differ by sqrt(2 x 0.09 / m), 1.3
@@ -54,6 +57,9 @@ def main() -> None:
     p.add_argument("--markdown", default=None, help="write the comparison table here")
     p.add_argument("--data-dir", default=None)
     args = p.parse_args()
+    warning = emulated_bf16_warning("bf16", torch.device("cpu"))
+    if warning:  # the comparison is still valid, only slow (hours instead of ~40 min)
+        print(f"warning: {warning}", file=sys.stderr)
 
     rows, held = [], 0
     for model, n, m, epochs in PLAN:

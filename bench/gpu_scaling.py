@@ -29,7 +29,7 @@ from rethink.data.packed import pack_folder
 from rethink.store import Store
 from rethink.train.checkpoint import load_checkpoint
 from rethink.train.distributed import World
-from rethink.train.runner import run, software_versions
+from rethink.train.runner import resolve_precision, run, software_versions
 
 
 def make_folder(root: Path, classes: int, per_class: int, test_per_class: int, seed: int = 0) -> Path:
@@ -76,15 +76,16 @@ def main() -> None:
     record(results, step="pack", resolution=299, workers=args.workers, seconds=round(seconds, 1),
            images_per_s=round(args.classes * (args.per_class + 8) / seconds))
 
+    precision = resolve_precision("auto", device)  # bf16 where native (Ampere or later), else fp32
     for augment in ((), ("color", "crop")):
         config = RunConfig(dataset=f"packed:{pack}", model="inception-v3", input_size=299, max_epochs=2,
-                           stop_at_fit=False, precision="bf16", augment=augment, decay_samples=None)
+                           stop_at_fit=False, precision=precision, augment=augment, decay_samples=None)
         result = run(config, out_dir=out / "runs", device=args.device, log=lambda s: None)
         with Store(out / "runs", readonly=True) as store:
             epochs = store.epochs(result.run_id)
         n = args.classes * args.per_class
         record(results, step="inception-v3 from the pack", augment="+".join(augment) or "none",
-               batch=config.batch_size, precision="bf16", train_images=n,
+               batch=config.batch_size, precision=precision, train_images=n,
                train_images_per_s=[round(n / e["train_time"]) for e in epochs],
                eval_s=[round(e["eval_time"], 2) for e in epochs],
                test_top5=[e["test_top5"] for e in epochs])

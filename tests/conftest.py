@@ -14,6 +14,20 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `bf16` train or compute in bf16: skipped where bf16 is emulated (a CPU with AVX2
+    alone runs a bf16 matmul ~20-100x slower than fp32, so they would take minutes, not seconds).
+    RETHINK_BF16_NATIVE=0 takes that path on any machine."""
+    if item.get_closest_marker("bf16") is not None:
+        import torch
+
+        from rethink.train.runner import bf16_support
+
+        native, why = bf16_support(torch.device("cpu"))
+        if not native:
+            pytest.skip(f"bf16 is {why}: emulated, too slow for a test")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", type=int, default=0, metavar="N",
                      help="tests/test_faults.py: N extra runs killed at random points until they finish")

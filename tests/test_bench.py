@@ -66,6 +66,22 @@ def test_quick_bench_runs_end_to_end(shared_data_dir, tmp_path, capsys):
     assert "matmul peak" in capsys.readouterr().out
 
 
+def test_where_bf16_is_emulated_the_quick_bench_is_fp32_only_and_says_so(shared_data_dir, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setenv("RETHINK_BF16_NATIVE", "0")  # the path of a CPU with AVX2 alone
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--parts", "throughput,stacked", "--models", "mlp1x512", "--out", str(out),
+            "--data-dir", str(shared_data_dir)]
+    assert main(argv) == 0
+    note = "bf16 skipped: not native (RETHINK_BF16_NATIVE=0); fp32 only"
+    assert note in capsys.readouterr().out.splitlines()
+    results = json.loads(out.read_text())
+    assert results["skipped"] == [note] and results["plan"]["precisions"] == ["fp32"]
+    assert list(results["peak"]) == ["fp32"] and not results["machine"]["bf16_native"]
+    assert [r["precision"] for r in results["throughput"] + results["stacked"]] == ["fp32", "fp32"]
+    assert f"Note: {note}." in (tmp_path / "bench.md").read_text()
+
+
 def test_a_stacked_step_equals_separate_steps():
     import copy
 

@@ -94,3 +94,41 @@ def test_explicit_precision_is_kept_and_auto_follows_the_hardware():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+
+
+def test_bf16_detection_override(monkeypatch):
+    from rethink.errors import ConfigError
+    from rethink.train import runner
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runner, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU
+    assert runner.bf16_support(cpu) == (False, "not native on this CPU (AVX2 only)")
+    monkeypatch.setenv("RETHINK_BF16_NATIVE", "1")
+    assert runner.bf16_support(cpu) == (True, "native (RETHINK_BF16_NATIVE=1)")
+    monkeypatch.setattr(runner, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    monkeypatch.setenv("RETHINK_BF16_NATIVE", "0")
+    assert runner.bf16_support(cpu) == (False, "not native (RETHINK_BF16_NATIVE=0)")
+    monkeypatch.delenv("RETHINK_BF16_NATIVE")
+    assert runner.bf16_support(cpu) == (True, "native on this CPU (AMX)")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN then emulates bf16 even here
+    assert not runner.native_bf16(cpu)
+    monkeypatch.setenv("RETHINK_BF16_NATIVE", "yes")
+    with pytest.raises(ConfigError, match="RETHINK_BF16_NATIVE='yes' is neither 0 nor 1"):
+        runner.native_bf16(cpu)
+
+
+@pytest.mark.realdata
+def test_where_bf16_is_emulated_auto_is_fp32_and_explicit_bf16_warns(shared_data_dir, tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.setenv("RETHINK_BF16_NATIVE", "0")
+    base = ["run", "--dataset", "mnist", "--data-dir", str(shared_data_dir), "--model", "mlp1x512",
+            "--train-size", "100", "--test-size", "100", "--max-epochs", "1", "--out", str(tmp_path)]
+    assert main(base) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*base, "--precision", "bf16"]) == 0  # emulated, slow, but not refused
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["rethink: warning: bf16 is not native (RETHINK_BF16_NATIVE=0), so it runs emulated, far "
+                   "slower than fp32 (--precision auto picks fp32 here)"]
+    db = sqlite3.connect(tmp_path / "results.sqlite")
+    stored = sorted(json.loads(c)["precision"] for (c,) in db.execute("SELECT config FROM runs"))
+    assert stored == ["bf16", "fp32"]

@@ -166,6 +166,7 @@ def _assert_layouts_agree(model: torch.nn.Module, x: torch.Tensor, atol: float, 
         torch.testing.assert_close(p.grad, g, atol=atol, rtol=rtol)
 
 
+@pytest.mark.bf16
 @pytest.mark.parametrize("name", MODELS)
 def test_bf16_autocast(name):
     model = create_model(name)
@@ -510,6 +511,7 @@ def test_inception_v3_too_small_input_is_a_config_error(in_shape):
     assert "299" in excinfo.value.hint
 
 
+@pytest.mark.bf16
 def test_inception_v3_channels_last_and_bf16():
     # looser than the CIFAR models: at 75x75 the Mixed_7 batch norms see 2 values per channel,
     # which amplifies the layouts' different summation order

@@ -218,8 +218,11 @@ def _add_theory_commands(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):  # -> RunConfig
     from rethink.config import RunConfig
-    from rethink.train.runner import resolve_device, resolve_precision
+    from rethink.train import distributed
+    from rethink.train.runner import resolve_device, resolve_precision, warn_on_stderr
 
+    world = distributed.world_from_env()  # under torchrun only rank 0 warns
+    warn = warn_on_stderr if world is None or world.is_main else None
     seeds = {k: getattr(args, k) for k in ("corruption_seed", "init_seed", "data_seed", "subset_seed")}
     if args.seed is not None:
         seeds = dict.fromkeys(seeds, args.seed)
@@ -246,7 +249,7 @@ def config_from_args(args: argparse.Namespace):  # -> RunConfig
         max_epochs=args.max_epochs,
         fit_threshold=args.fit_threshold,
         stop_at_fit=args.stop_at_fit,
-        precision=resolve_precision(args.precision, resolve_device(args.device)),
+        precision=resolve_precision(args.precision, resolve_device(args.device), warn=warn),
         train_eval=args.train_eval,
         **seeds,
     )

@@ -2,6 +2,8 @@
 write JSON and a Markdown page (docs/benchmarks.md by default for the full run).
 
 --quick (CI) runs every part on tiny sizes in a couple of minutes; its figures are not targets.
+The bf16 parts run only where the device computes bf16 natively (`runner.bf16_support`; where it
+would be emulated, e.g. a CPU with AVX2 alone, they are skipped and the output says so).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from rethink.bench.timing import matmul_peak
 from rethink.data.sources import load_dataset
 from rethink.errors import ConfigError
 from rethink.models import list_models
+from rethink.train.runner import bf16_support
 
 # Steps per timed repetition: enough for ~1 s of work per repetition at full size.
 STEPS = {"mlp1x512": 40, "mlp3x512": 30, "alexnet": 8, "inception": 2, "inception-nobn": 2}
@@ -99,15 +102,29 @@ class BenchPlan:
         )
 
 
+def native_precisions(plan: BenchPlan, device: torch.device) -> tuple[BenchPlan, str | None]:
+    """The plan without bf16 where the device would emulate it (~20-100x slower than fp32 on a CPU
+    with AVX2 alone: minutes instead of seconds), and a line saying why; else the plan and None."""
+    native, why = bf16_support(device)
+    if native or "bf16" not in plan.precisions:
+        return plan, None
+    kept = tuple(p for p in plan.precisions if p != "bf16")
+    return replace(plan, precisions=kept), f"bf16 skipped: {why}; {', '.join(kept)} only"
+
+
 def run_bench(
     plan: BenchPlan, *, data_dir: str | None, cache_dir: str | None, device: str = "cpu", log=print
 ) -> dict[str, Any]:
     started = time.time()
+    plan, skipped = native_precisions(plan, torch.device(device))
     out: dict[str, Any] = {
         "plan": asdict(plan),
         "machine": describe_machine(torch.device(device)),
         "started": time.ctime(),
+        "skipped": [skipped] if skipped else [],
     }
+    if skipped:
+        log(skipped)
     out["peak"] = {p: matmul_peak(p, device=device) for p in plan.precisions}
     log("matmul peak: " + ", ".join(f"{p} {v['median'] / 1e9:.0f} GFLOP/s" for p, v in out["peak"].items()))
     cifar = load_dataset("cifar10", data_dir, cache_dir=cache_dir)
@@ -261,6 +278,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Matmul peak (2048 x 2048): "
         + ", ".join(f"{p} {v['median'] / 1e9:.0f} GFLOP/s" for p, v in results["peak"].items())
         + ".",
+        *(line for skipped in results.get("skipped", []) for line in ("", f"Note: {skipped}.")),
         "",
         "## Training throughput (images/s, batch 128, 28x28x3 CIFAR-10)",
         "",

@@ -81,9 +81,9 @@ class LocalExecutor:
         yield
 
     def resolve_precision(self, name: str, device: str) -> str:
-        from rethink.train.runner import resolve_device, resolve_precision
+        from rethink.train.runner import resolve_device, resolve_precision, warn_on_stderr
 
-        return resolve_precision(name, resolve_device(device))
+        return resolve_precision(name, resolve_device(device), warn=warn_on_stderr)
 
     def execute(self, jobs: list[Job], options: RunOptions, progress: Progress) -> None:
         from rethink.train.runner import run
@@ -323,10 +323,10 @@ def _rebuild(error: tuple[type[RethinkError], str, str]) -> RethinkError:
 
 
 def _probe_precision(name: str, device: str) -> tuple[str | None, tuple | None]:
-    from rethink.train.runner import resolve_device, resolve_precision
+    from rethink.train.runner import resolve_device, resolve_precision, warn_on_stderr
 
-    try:
-        return resolve_precision(name, resolve_device(device)), None
+    try:  # an emulated-bf16 warning reaches the driver with the worker's stderr
+        return resolve_precision(name, resolve_device(device), warn=warn_on_stderr), None
     except RethinkError as exc:
         return None, _user_error(exc)
 

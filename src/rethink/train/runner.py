@@ -61,19 +61,72 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 natively: AVX512-BF16 or AMX on a CPU, Ampere+ on a GPU."""
+# "0" or "1" overrides the detection below: 0 makes bf16 count as emulated (the fp32-only path of a
+# CPU with AVX2 alone, testable on any machine), 1 as native.
+BF16_NATIVE_ENV = "RETHINK_BF16_NATIVE"
+# oneDNN ISA caps below AVX512_CORE_BF16: with one of these set, bf16 matmuls run emulated (~1 GFLOP/s)
+_ONEDNN_NO_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def bf16_support(device: torch.device) -> tuple[bool, str]:
+    """(native, why): whether the device computes bf16 natively, and in a few words why or why not.
+
+    Native: AVX512-BF16 or AMX on a CPU, compute capability 8 (Ampere) or later or ROCm on a GPU.
+    Elsewhere bf16 runs emulated: on a CPU with AVX2 alone a bf16 matmul is ~20-100x slower than
+    fp32. $RETHINK_BF16_NATIVE=0/1 overrides the detection."""
+    forced = os.environ.get(BF16_NATIVE_ENV, "")
+    if forced in ("0", "1"):
+        return forced == "1", f"{'native' if forced == '1' else 'not native'} ({BF16_NATIVE_ENV}={forced})"
+    if forced:
+        raise ConfigError(f"{BF16_NATIVE_ENV}={forced!r} is neither 0 nor 1",
+                          f"set {BF16_NATIVE_ENV}=0 (bf16 emulated) or 1 (native), or unset it to detect")
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+        name = torch.cuda.get_device_name(device)
+        if torch.version.hip or torch.cuda.get_device_capability(device)[0] >= 8:
+            return True, f"native on {name}"
+        return False, f"not native on {name} (needs compute capability 8.0)"
+    flags = cpu_flags()
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if flags & {"avx512_bf16", "amx_bf16"} and cap in _ONEDNN_NO_BF16:
+        return False, f"not native: ONEDNN_MAX_CPU_ISA={cap} disables this CPU's bf16 instructions"
+    if "amx_bf16" in flags:
+        return True, "native on this CPU (AMX)"
+    if "avx512_bf16" in flags:
+        return True, "native on this CPU (AVX512-BF16)"
+    simd = "AVX-512 without BF16" if "avx512f" in flags else "AVX2 only" if "avx2" in flags else "no AVX2"
+    return False, f"not native on this CPU ({simd})"
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively (see `bf16_support`): the one test for it."""
+    return bf16_support(device)[0]
+
+
+def emulated_bf16_warning(precision: str, device: torch.device) -> str | None:
+    """One line when `precision` is bf16 on a device without native bf16, else None."""
+    if precision != "bf16":
+        return None
+    native, why = bf16_support(device)
+    if native:
+        return None
+    return f"bf16 is {why}, so it runs emulated, far slower than fp32 (--precision auto picks fp32 here)"
+
+
+def resolve_precision(name: str, device: torch.device, *, warn: Callable[[str], None] | None = None) -> str:
     """'auto' is bf16 autocast where the device has native bf16 (validated against fp32 in
-    docs/results/bf16.md: same conclusions), else fp32."""
+    docs/results/bf16.md: same conclusions), else fp32. An explicit 'bf16' is kept even where it is
+    emulated; `warn` (if given) then gets a one-line warning."""
     if name == "auto":
         return "bf16" if native_bf16(device) else "fp32"
+    line = emulated_bf16_warning(name, device) if warn is not None else None
+    if line:
+        warn(line)
     return name
+
+
+def warn_on_stderr(line: str) -> None:
+    """How the CLI warns: one line on stderr, beside its one-line errors."""
+    print(f"rethink: warning: {line}", file=sys.stderr, flush=True)
 
 
 def software_versions(device: torch.device | None = None) -> dict[str, Any]:
