@@ -22,8 +22,11 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job: the paper's headline experiments with MLP 1x512 on 10,000 real CIFAR-10 images
 # (true vs random labels vs the pixel tests, label corruption p = 0 ... 1), then the report.
+# --download: where $RETHINK_DATA holds no CIFAR-10 yet (a fresh machine), fetch the official
+# cifar-10-python.tar.gz (170 MB, www.cs.toronto.edu) into it and check its md5 first; CIFAR-10
+# already there, in any form the loader reads, is used as is, without touching the network.
 demo: install
-	$(BIN)/rethink reproduce --preset demo --out $(OUT)
+	$(BIN)/rethink reproduce --preset demo --download --out $(OUT)
 
 test: install
 	$(BIN)/ruff check src tests bench

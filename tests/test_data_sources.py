@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
 import io
 import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -721,6 +725,98 @@ def test_offline_download_is_one_line(tmp_path, cache_dir, monkeypatch):
         load_dataset("cifar10", tmp_path, download=True, cache_dir=cache_dir)
     assert "no network" in str(e.value) and "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_with_the_data_present_never_touches_the_network(tmp_path, cache_dir, monkeypatch):
+    def offline(*args, **kwargs):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", offline)
+    expected = fake_cifar_batches(tmp_path / "cifar-10-batches-py")
+    write_idx_dir(tmp_path / "mnist")
+    _fake_mnist_checksums(monkeypatch, tmp_path / "mnist")
+    assert_arrays(load_dataset("cifar10", tmp_path, download=True, cache_dir=cache_dir), expected)
+    load_dataset("mnist", tmp_path, download=True, cache_dir=cache_dir)
+
+
+@pytest.fixture
+def http_mirror(tmp_path: Path):
+    """A local HTTP server (CI has no internet) serving tmp_path/www; yields (base URL, requests)."""
+    root, requests = tmp_path / "www", []
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self):  # noqa: N802 (the base class's name)
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+# `rethink` with the CIFAR-10 URL and md5 replaced (argv 1 and 2), as the tests above monkeypatch them
+_CLI_WITH_MIRROR = ("import sys; from rethink.data import sources; "
+                    "sources.CIFAR10_URL, sources.CIFAR10_MD5 = sys.argv[1:3]; "
+                    "from rethink.cli import main; sys.exit(main(sys.argv[3:]))")
+
+
+def test_demo_downloads_cifar10_into_an_empty_data_dir_and_runs(tmp_path, http_mirror):
+    """What `make demo` does on a fresh machine (its reproduce command, on the smoke preset): the
+    official archive is fetched, checked and used; a rerun does not touch the network; a corrupt
+    download is refused in one line, exit 2, leaving nothing behind."""
+    make = subprocess.run(["make", "-n", "demo"], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True)
+    demo = [line for line in make.stdout.splitlines() if "rethink reproduce" in line]
+    assert demo and "--download" in demo[0].split(), make.stdout + make.stderr
+
+    base, requests = http_mirror
+    www = tmp_path / "www"
+    fake_cifar_batches(tmp_path / "src" / "cifar-10-batches-py", per_batch=100)  # 500 train, 100 test
+    good = tar_dir(tmp_path / "src" / "cifar-10-batches-py", www / "cifar-10-python.tar.gz", "w:gz")
+    (www / "corrupt").mkdir()
+    damaged = bytearray(good.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    (www / "corrupt" / "cifar-10-python.tar.gz").write_bytes(bytes(damaged))
+    checksum = md5(good.read_bytes())
+
+    def reproduce(url: str, data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+        argv = ["reproduce", "--preset", "smoke", "--experiments", "fig1b", "--models", "mlp1x512",
+                "--precision", "fp32", "--download", "--data-dir", str(data), "--out", str(out), *extra]
+        env = {**os.environ, "RETHINK_CACHE": str(tmp_path / "arrays")}
+        return subprocess.run([sys.executable, "-c", _CLI_WITH_MIRROR, url, checksum, *argv],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    data, out = tmp_path / "data", tmp_path / "runs"
+    data.mkdir()  # empty: a fresh machine
+    done = reproduce(f"{base}/cifar-10-python.tar.gz", data, out)
+    assert done.returncode == 0, done.stderr
+    assert requests == ["/cifar-10-python.tar.gz"]
+    assert [p.name for p in data.iterdir()] == ["cifar-10-python.tar.gz"]
+    assert "3 trained, 0 skipped, 0 failed" in done.stdout and (out / "report" / "index.html").is_file()
+
+    again = reproduce(f"{base}/cifar-10-python.tar.gz", data, out, "--no-report")
+    assert again.returncode == 0, again.stderr
+    assert requests == ["/cifar-10-python.tar.gz"]  # the archive is there: no second request
+    assert "0 trained, 3 skipped" in again.stdout
+
+    empty, never = tmp_path / "empty", tmp_path / "never"
+    empty.mkdir()
+    bad = reproduce(f"{base}/corrupt/cifar-10-python.tar.gz", empty, never)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and "checksum mismatch" in bad.stderr
+    assert bad.stderr.startswith("rethink: error: cifar10: could not download cifar-10-python.tar.gz")
+    assert list(empty.iterdir()) == [] and not never.exists()
 
 
 # ---------------------------------------------------------------------------- data check
