@@ -115,6 +115,14 @@ def test_bf16_detection_override(monkeypatch):
     monkeypatch.setenv("RETHINK_BF16_NATIVE", "yes")
     with pytest.raises(ConfigError, match="RETHINK_BF16_NATIVE='yes' is neither 0 nor 1"):
         runner.native_bf16(cpu)
+    monkeypatch.delenv("RETHINK_BF16_NATIVE")
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla V100")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 0))
+    assert runner.bf16_support(torch.device("cuda")) == (
+        False, "not native on Tesla V100 (needs compute capability 8.0)")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
+    assert runner.native_bf16(torch.device("cuda"))
 
 
 @pytest.mark.realdata
