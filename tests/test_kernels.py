@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -175,6 +177,83 @@ def test_random_conv_features_shape_determinism_and_seed():
     torch.testing.assert_close(a, ref, rtol=1e-4, atol=1e-6)
 
 
+def _images(n: int, seed: int, size: int = 12) -> torch.Tensor:
+    return (torch.rand(n, size, size, 3, generator=torch.Generator().manual_seed(seed)) * 255).to(torch.uint8)
+
+
+RECIPE = ft.RandomConvConfig(filters=24, source="patches", whiten=True, normalize="patch",
+                             rectify="symmetric", random_bias=False, bias=0.25, standardize=True,
+                             whitening_patches=2000, filter_chunk=10, batch=3)
+
+
+def test_patch_filters_are_training_patches():
+    train = _images(5, 7)
+    config = ft.RandomConvConfig(filters=16, source="patches", normalize="none", size=4)
+    bank = ft.filter_bank(config, 3, train)
+    all_patches = torch.nn.functional.unfold(ft.to_nchw(train), 4).transpose(1, 2).reshape(-1, 48)
+    cos = ft.F.normalize(bank.weight, dim=1) @ ft.F.normalize(all_patches, dim=1).T
+    assert torch.allclose(cos.max(1).values, torch.ones(16), atol=1e-5)  # each filter is one training patch
+    assert torch.allclose(bank.weight.norm(dim=1), torch.ones(16)) and bank.offset.abs().max() == 0
+    assert torch.equal(bank.threshold.abs() <= config.bias, torch.ones(16, dtype=torch.bool))
+    with pytest.raises(ConfigError, match="fitted on training images"):
+        ft.random_conv_features(train, config)  # no bank, no training images
+
+
+def test_zca_whitens_and_whitened_filters_are_unit_norm_in_the_whitened_space():
+    g = torch.Generator().manual_seed(8)
+    patches = torch.randn(4000, 6, generator=g) @ torch.randn(6, 6, generator=g) + 3.0
+    mean, w = ft.zca(patches, eps=1e-6)
+    white = (patches - mean) @ w
+    torch.testing.assert_close(torch.cov(white.T, correction=0), torch.eye(6), atol=1e-3, rtol=0)
+    torch.testing.assert_close(w, w.T)
+    train = _images(6, 9)
+    bank = ft.filter_bank(RECIPE, 3, train)
+    # weight = W f with |f| = 1 for the ZCA matrix of normalized training patches
+    g = torch.Generator().manual_seed(RECIPE.seed)
+    pool = ft.image_patches(train, RECIPE, RECIPE.whitening_patches, g)
+    mean, w = ft.zca(pool, RECIPE.zca_eps)
+    f = torch.linalg.solve(w, bank.weight.T).T
+    torch.testing.assert_close(f.norm(dim=1), torch.ones(24), atol=1e-3, rtol=0)
+    torch.testing.assert_close(bank.offset, bank.weight @ mean)
+    torch.testing.assert_close(f, ft.F.normalize((pool[:24] - mean) @ w, dim=1), atol=1e-4, rtol=0)
+    assert torch.equal(bank.threshold, torch.full((24,), 0.25))
+
+
+def test_random_conv_recipe_shapes_layout_standardization_and_determinism():
+    train, test = _images(7, 10), _images(4, 11)
+    bank, x = ft.fit_random_conv(train, RECIPE)
+    assert RECIPE.conv_dim() == 24 * 4 * 2 and x.shape == (7, RECIPE.dim()) == (7, 24 * 8 + 1)
+    conv = x[:, :-1]
+    torch.testing.assert_close(conv.mean(0), torch.zeros(192), atol=1e-5, rtol=0)
+    live = conv.std(0) > 0
+    torch.testing.assert_close(conv.std(0, correction=0)[live], torch.full((int(live.sum()),), 192**-0.5))
+    assert torch.equal(x[:, -1], torch.ones(7))  # the intercept column
+    bank2, x2 = ft.fit_random_conv(train, RECIPE)
+    assert torch.equal(x, x2) and torch.equal(bank.weight, bank2.weight)  # same seed, same layer
+    _, other = ft.fit_random_conv(train, replace(RECIPE, seed=1))
+    assert not torch.allclose(x, other)
+    t = ft.random_conv_features(test, RECIPE, bank)
+    rechunked = replace(RECIPE, batch=100, filter_chunk=64)
+    torch.testing.assert_close(t, ft.random_conv_features(test, rechunked, bank))
+    with pytest.raises(ConfigError, match="training statistics"):
+        ft.random_conv_features(test, RECIPE, replace(bank, mean=None))
+    # unnormalized input: the gemm path equals a convolution, positive parts then negative parts
+    plain = replace(RECIPE, normalize="none", standardize=False)
+    pb, px = ft.fit_random_conv(train, plain)
+    z = torch.nn.functional.conv2d(ft.to_nchw(train), pb.weight.view(24, 3, 6, 6))
+    z = z - pb.offset.view(1, -1, 1, 1)
+    pos = torch.nn.functional.adaptive_avg_pool2d(torch.relu(z - 0.25), 2).flatten(1)
+    neg = torch.nn.functional.adaptive_avg_pool2d(torch.relu(-z - 0.25), 2).flatten(1)
+    torch.testing.assert_close(px, torch.cat([pos, neg], 1) / 192**0.5, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value", [("source", "kmeans"), ("normalize", "global"), ("rectify", "tanh"),
+                                          ("grid", 0), ("zca_eps", 0.0), ("bias", -1.0)])
+def test_bad_random_conv_config_is_refused(field, value):
+    with pytest.raises(ConfigError):
+        ft.filter_bank(replace(RECIPE, **{field: value}), 3, _images(2, 0))
+
+
 def test_unknown_feature_map_is_refused():
     with pytest.raises(ConfigError, match="unknown feature map"):
         ft.get_features("sift")
@@ -230,6 +309,24 @@ def test_cli_fit_end_to_end_records_the_result(shared_data_dir, tmp_path, capsys
 
 
 @pytest.mark.realdata
+def test_cli_random_conv_options_reach_the_features_and_the_store(shared_data_dir, tmp_path, capsys):
+    out = tmp_path / "runs"
+    argv = ["kernel", "fit", "--features", "random-conv", "--filters", "32", "--filter-source", "gaussian",
+            "--whiten", "--conv-normalize", "patch", "--rectify", "symmetric", "--threshold", "0.25",
+            "--no-random-threshold", "--pool-grid", "2", "--standardize", "--train-size", "200",
+            "--test-size", "100", "--data-dir", str(shared_data_dir), "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "train error 0.00%" in printed and "gaussian whitened, patch-normalized, symmetric" in printed
+    with Store(out, readonly=True) as store:
+        (row,) = store.theory("kernel")
+    result = row["result"]
+    assert result["dim"] == 32 * 4 * 2 + 1 and result["residual"] < 1e-6
+    assert result["random_conv"]["source"] == "gaussian" and result["random_conv"]["standardize"] is True
+    assert row["config"]["whiten"] is True and row["config"]["rectify"] == "symmetric"
+
+
+@pytest.mark.realdata
 def test_cli_sgd_end_to_end(shared_data_dir, tmp_path, capsys):
     out = tmp_path / "runs"
     argv = ["kernel", "sgd", "--train-size", "30", "--test-size", "100", "--epochs", "50",
@@ -249,6 +346,7 @@ def test_cli_sgd_end_to_end(shared_data_dir, tmp_path, capsys):
     (["--train-size", "70000"], "exceeds"),
     (["--dtype", "float16"], "dtype"),
     (["--features", "random-conv", "--filters", "10", "--train-size", "100"], "rank"),
+    (["--features", "random-conv", "--threshold", "-1"], "bias >= 0"),
 ])
 def test_cli_bad_input_is_one_line_and_status_2(shared_data_dir, tmp_path, capsys, extra, message):
     argv = ["kernel", "fit", "--data-dir", str(shared_data_dir), "--out", str(tmp_path), *extra]

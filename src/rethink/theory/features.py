@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -51,9 +51,31 @@ class RandomConvConfig:
     filters: int = 1024  # the paper used 32,000
     size: int = 6  # k x k receptive field
     grid: int = 2  # pooling partition per side: grid x grid cells
-    bias: float = 1.0  # ReLU thresholds ~ U(-bias, bias)
+    bias: float = 1.0  # ReLU threshold: every filter's is `bias`, or ~ U(-bias, bias) if random_bias
     seed: int = 0
-    batch: int = 100
+    batch: int = 100  # images per batch
+    source: str = "gaussian"  # filters: "gaussian" N(0, I) or "patches" (random training patches)
+    normalize: str = "image"  # inputs: "image" per-image standardization, "patch" per-patch, "none"
+    whiten: bool = False  # ZCA-whiten patches (and filters) with training-patch statistics
+    rectify: str = "relu"  # "relu": max(0, z - b); "symmetric": max(0, z - b) and max(0, -z - b)
+    random_bias: bool = True
+    standardize: bool = False  # per-feature standardization with training statistics
+    zca_eps: float = 0.1  # added to the patch covariance's eigenvalues
+    patch_eps: float = 10 / 255**2  # added to each patch's variance under normalize="patch"
+    whitening_patches: int = 100_000  # training patches for the ZCA statistics
+    filter_chunk: int = 256  # filters per gemm (bounds the activation buffer)
+
+    def needs_data(self) -> bool:
+        """Whether the filter bank is fitted on training images (patch filters or whitening)."""
+        return self.source == "patches" or self.whiten
+
+    def conv_dim(self) -> int:
+        """Pooled rectified responses: F grid^2, twice that when symmetric."""
+        return self.filters * self.grid**2 * (2 if self.rectify == "symmetric" else 1)
+
+    def dim(self) -> int:
+        """Feature dimension d: conv_dim, plus one constant (intercept) column when standardized."""
+        return self.conv_dim() + int(self.standardize)
 
 
 def to_nchw(images: Tensor) -> Tensor:
@@ -109,10 +131,43 @@ def gabor_features(images: Tensor, config: GaborConfig = GaborConfig()) -> Tenso
     return torch.cat(out)
 
 
+SOURCES = ("gaussian", "patches")
+NORMALIZATIONS = ("image", "patch", "none")
+RECTIFIERS = ("relu", "symmetric")
+
+
+@dataclass(frozen=True)
+class FilterBank:
+    """A random-conv layer ready to apply: responses z = weight @ patch - offset, then thresholds.
+
+    Whitening is folded into `weight` (W f for a filter f and the symmetric ZCA matrix W) and
+    `offset` (W f . patch mean), so the forward pass is one gemm per filter chunk either way.
+    `mean` and `scale` are set when the features are standardized: x -> (x - mean) * scale.
+    """
+
+    weight: Tensor  # (F, C k k), unfold's (channel, row, column) order
+    offset: Tensor  # (F,)
+    threshold: Tensor  # (F,)
+    mean: Tensor | None = None  # (conv_dim,)
+    scale: Tensor | None = None  # (conv_dim,): 1 / (std sqrt(conv_dim))
+
+
+def check_random_conv(config: RandomConvConfig) -> None:
+    """Refuse a random-conv config that cannot run, naming the bad field."""
+    c = config
+    if min(c.filters, c.size, c.grid, c.batch, c.filter_chunk, c.whitening_patches) < 1 or c.bias < 0:
+        raise ConfigError(f"bad random-conv config {config}", "filters, size, grid >= 1 and bias >= 0")
+    for name, value, allowed in (("source", c.source, SOURCES), ("normalize", c.normalize, NORMALIZATIONS),
+                                 ("rectify", c.rectify, RECTIFIERS)):
+        if value not in allowed:
+            raise ConfigError(f"unknown random-conv {name} {value!r}", f"choose one of {', '.join(allowed)}")
+    if not (c.zca_eps > 0 and c.patch_eps >= 0):
+        raise ConfigError(f"bad random-conv config {config}", "zca_eps > 0 and patch_eps >= 0")
+
+
 def random_filters(config: RandomConvConfig, channels: int) -> tuple[Tensor, Tensor]:
     """(F, C, k, k) unit-norm Gaussian filters and (F,) biases from U(-bias, bias), seeded."""
-    if config.filters < 1 or config.size < 1 or config.grid < 1 or config.bias < 0:
-        raise ConfigError(f"bad random-conv config {config}", "filters, size, grid >= 1 and bias >= 0")
+    check_random_conv(config)
     g = torch.Generator().manual_seed(config.seed)
     w = torch.randn(config.filters, channels, config.size, config.size, generator=g)
     w /= w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
@@ -120,26 +175,175 @@ def random_filters(config: RandomConvConfig, channels: int) -> tuple[Tensor, Ten
     return w, b
 
 
+def image_stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image mean and std of (N, ...) images, std floored at 1/sqrt(#values) as TensorFlow's."""
+    flat = x.flatten(1)
+    return flat.mean(1), flat.std(1, correction=0).clamp(min=1 / math.sqrt(flat.shape[1]))
+
+
 def standardize(x: Tensor) -> Tensor:
     """Per-image standardization of NCHW images: zero mean, unit std (floored as TensorFlow's)."""
-    flat = x.flatten(1)
-    mean, std = flat.mean(1), flat.std(1, correction=0).clamp(min=1 / math.sqrt(flat.shape[1]))
+    mean, std = image_stats(x)
     return (x - mean.view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1)
 
 
-def random_conv_features(images: Tensor, config: RandomConvConfig = RandomConvConfig()) -> Tensor:
-    """One random conv layer + ReLU + grid average pooling; (N, F grid^2) float32 / sqrt(d)."""
-    w, bias = random_filters(config, images.shape[-1])
-    d, k, out = config.filters * config.grid**2, config.size, []
+def normalize_patches(p: Tensor, eps: float, dim: int = -1) -> Tensor:
+    """Contrast normalization of patches along `dim`: minus their mean, over sqrt(variance + eps)."""
+    mean = p.mean(dim, keepdim=True)
+    centred = p - mean
+    return centred / (centred.pow(2).mean(dim, keepdim=True) + eps).sqrt()
+
+
+def image_patches(images: Tensor, config: RandomConvConfig, count: int, generator: torch.Generator) -> Tensor:
+    """(count, C k k) random k x k patches of random `images` (uint8 NHWC), as the conv sees them.
+
+    Image, row and column are drawn uniformly; each patch is taken in unfold's (channel, row,
+    column) order after the same input normalization as `random_conv_features` applies.
+    """
+    n, h, w, _ = images.shape
+    k = config.size
+    idx = torch.randint(n, (count,), generator=generator)
+    rows = torch.randint(h - k + 1, (count,), generator=generator)[:, None] + torch.arange(k)
+    cols = torch.randint(w - k + 1, (count,), generator=generator)[:, None] + torch.arange(k)
+    p = images[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (count, k, k, C)
+    p = to_nchw(p).flatten(1)  # (count, C k k)
+    if config.normalize == "image":
+        mean, std = torch.empty(count), torch.empty(count)
+        for s in range(0, count, 4096):  # each patch standardized with its whole image's statistics
+            mean[s:s + 4096], std[s:s + 4096] = image_stats(to_nchw(images[idx[s:s + 4096]]))
+        p = (p - mean[:, None]) / std[:, None]
+    elif config.normalize == "patch":
+        p = normalize_patches(p, config.patch_eps)
+    return p
+
+
+def zca(patches: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Mean (P,) and symmetric ZCA matrix (P, P) of (m, P) patches.
+
+    W = V diag(1 / sqrt(s + eps mean(s))) V^T for the covariance's eigenpairs (s, V): eps is
+    relative to the mean eigenvalue, so the same value fits any input scale.
+    """
+    x = patches.double()
+    mean = x.mean(0)
+    c = torch.cov(x.T, correction=0)
+    s, v = torch.linalg.eigh(c)
+    s = s.clamp(min=0)
+    w = (v * (s + eps * s.mean()).rsqrt()) @ v.T
+    return mean.float(), w.float()
+
+
+def filter_bank(config: RandomConvConfig, channels: int, train_images: Tensor | None = None) -> FilterBank:
+    """The random-conv layer for `config`: Gaussian or training-patch filters, whitened or not.
+
+    Gaussian filters without whitening are exactly `random_filters` (same seed, same draws).
+    Otherwise, from one seeded generator: a pool of max(F, whitening_patches) training patches
+    (max(F, 1) without whitening); with whitening, its mean mu and ZCA matrix W; the filters f are
+    the first F pool patches (or N(0, I) draws), minus mu, whitened (f W), made unit-norm; the
+    weight applied to an input patch x is W f, so the response is (W f) . (x - mu); last the
+    thresholds, `bias` or U(-bias, bias).
+    """
+    check_random_conv(config)
+    nf, p_dim = config.filters, channels * config.size**2
+    if not config.needs_data():
+        w, b = random_filters(config, channels)
+        b = b if config.random_bias else torch.full((nf,), config.bias)
+        return FilterBank(w.flatten(1), torch.zeros(nf), b)
+    if train_images is None:
+        raise ConfigError(f"random-conv with source={config.source!r}, whiten={config.whiten} is fitted on "
+                          "training images", "call fit_random_conv(train_images, config) first")
+    g = torch.Generator().manual_seed(config.seed)
+    pool = image_patches(train_images, config, max(nf, config.whitening_patches if config.whiten else 1), g)
+    mean, white = zca(pool, config.zca_eps) if config.whiten else (torch.zeros(p_dim), None)
+    f = pool[:nf] if config.source == "patches" else torch.randn(nf, p_dim, generator=g) + mean
+    f = f - mean
+    if white is not None:
+        f = f @ white
+    f = f / f.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    weight = f @ white if white is not None else f
+    t = torch.full((nf,), config.bias)
+    if config.random_bias:
+        t = (torch.rand(nf, generator=g) * 2 - 1) * config.bias
+    return FilterBank(weight.contiguous(), weight @ mean, t)
+
+
+def _input_patches(images: Tensor, config: RandomConvConfig) -> Tensor:
+    """(b, C k k, h w) normalized input patches of uint8 NHWC images (the convolution's input)."""
+    x = to_nchw(images)
+    if config.normalize == "image":
+        x = standardize(x)
+    patches = F.unfold(x, config.size)
+    return normalize_patches(patches, config.patch_eps, dim=1) if config.normalize == "patch" else patches
+
+
+def conv_pool(images: Tensor, config: RandomConvConfig, bank: FilterBank) -> Tensor:
+    """(N, d) unscaled features: the bank's responses, rectified, averaged over grid x grid cells.
+
+    conv_dim = F grid^2 (x 2 when symmetric: all max(0, z - b) features, then all max(0, -z - b)),
+    filter-major, then (when standardized) one column of ones. Work is split over image batches and
+    filter chunks (one gemm each).
+    """
+    nf, cells, k = config.filters, config.grid**2, config.size
     h, wd = images.shape[1] - k + 1, images.shape[2] - k + 1
-    w_mat = w.flatten(1)  # (F, C k k), unfold's (channel, row, column) order
+    out = torch.empty(len(images), config.dim())
+    out[:, config.conv_dim():] = 1.0
     for s in range(0, len(images), config.batch):
-        x = standardize(to_nchw(images[s:s + config.batch]))
-        patches = F.unfold(x, k)  # (b, C k k, h w): the convolution as one gemm, much faster on CPU
-        z = torch.matmul(w_mat, patches).sub_(bias[:, None]).relu_()  # (b, F, h w)
-        z = z.view(len(x), config.filters, h, wd)
-        out.append(F.adaptive_avg_pool2d(z, config.grid).flatten(1))  # (b, F grid^2), filter-major
-    return torch.cat(out) / math.sqrt(d)
+        patches = _input_patches(images[s:s + config.batch], config)  # (b, C k k, h w)
+        b = len(patches)
+        for f0 in range(0, nf, config.filter_chunk):
+            f1 = min(f0 + config.filter_chunk, nf)
+            z = torch.matmul(bank.weight[f0:f1], patches).sub_(bank.offset[f0:f1, None])  # (b, fc, h w)
+            t = bank.threshold[f0:f1, None]
+            pos = F.adaptive_avg_pool2d((z - t).relu_().view(b, f1 - f0, h, wd), config.grid)
+            out[s:s + b, f0 * cells:f1 * cells] = pos.flatten(1)
+            if config.rectify == "symmetric":
+                neg = F.adaptive_avg_pool2d(z.add_(t).neg_().relu_().view(b, f1 - f0, h, wd), config.grid)
+                out[s:s + b, (nf + f0) * cells:(nf + f1) * cells] = neg.flatten(1)
+    return out
+
+
+def random_conv_features(images: Tensor, config: RandomConvConfig = RandomConvConfig(),
+                         bank: FilterBank | None = None) -> Tensor:
+    """One random conv layer + rectification + grid average pooling; (N, d) float32.
+
+    Divided by sqrt(d), or standardized with the training statistics `bank` carries. Without a
+    bank, one is built from `config` (only possible for Gaussian filters without whitening).
+    """
+    bank = filter_bank(config, images.shape[-1]) if bank is None else bank
+    out = conv_pool(images, config, bank)
+    if config.standardize:
+        if bank.mean is None or bank.scale is None:
+            raise ConfigError("standardized random-conv features need the training statistics",
+                              "call fit_random_conv(train_images, config) first")
+        out[:, :config.conv_dim()].sub_(bank.mean).mul_(bank.scale)
+        return out
+    return out.div_(math.sqrt(config.dim()))
+
+
+def feature_standardization(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-feature mean and scale 1 / (std sqrt(d)) of (n, d) training features (std 0 -> 1).
+
+    Standardized features x -> (x - mean) * scale add 1 to the mean K_ii of the linear kernel.
+    Centred features span no direction along the all-ones vector (X_c^T 1 = 0, so K 1 = 0): the
+    constant column that `conv_pool` appends gives the kernel the intercept it needs to interpolate.
+    """
+    mean, std = x.mean(0), x.std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return mean, 1.0 / (std * math.sqrt(x.shape[1]))
+
+
+def fit_random_conv(train_images: Tensor, config: RandomConvConfig) -> tuple[FilterBank, Tensor]:
+    """Fit the layer on training images: its filter bank and the (n, d) training features.
+
+    The bank carries everything needed for test features: `random_conv_features(test, config, bank)`.
+    """
+    bank = filter_bank(config, train_images.shape[-1], train_images if config.needs_data() else None)
+    x = conv_pool(train_images, config, bank)
+    if not config.standardize:
+        return bank, x.div_(math.sqrt(config.dim()))
+    conv = x[:, :config.conv_dim()]
+    mean, scale = feature_standardization(conv)
+    conv.sub_(mean).mul_(scale)
+    return replace(bank, mean=mean, scale=scale), x
 
 
 FeatureFn = Callable[..., Tensor]

@@ -54,6 +54,15 @@ class KernelRunConfig:
     train_size: int | None = None  # stratified subset; default: the whole training set
     test_size: int | None = None
     filters: int = ft.RandomConvConfig.filters
+    # random-conv only (ft.RandomConvConfig; docs/results/theory/kernel.md measures each choice)
+    filter_source: str = ft.RandomConvConfig.source
+    conv_normalize: str = ft.RandomConvConfig.normalize
+    whiten: bool = ft.RandomConvConfig.whiten
+    rectify: str = ft.RandomConvConfig.rectify
+    threshold: float = ft.RandomConvConfig.bias
+    random_threshold: bool = ft.RandomConvConfig.random_bias
+    pool_grid: int = ft.RandomConvConfig.grid
+    standardize: bool = ft.RandomConvConfig.standardize
     dtype: str = "float32"
     block_size: int = 1024
     tol: float = 1e-6
@@ -75,16 +84,43 @@ class KernelRunConfig:
             raise ConfigError(f"--bandwidth must be > 0, got {self.bandwidth}", "pass a positive distance")
         if not self.ridge >= 0:
             raise ConfigError(f"--ridge must be >= 0, got {self.ridge}", "0 interpolates exactly")
+        if self.features == "random-conv":
+            ft.check_random_conv(random_conv_config(self))
         return KernelRunConfig(**{**asdict(self), "kernel": kernel})
 
 
-def feature_map(config: KernelRunConfig):
-    """The configured feature function (images -> (N, d) float32)."""
-    fn = ft.get_features(config.features)
+def random_conv_config(config: KernelRunConfig) -> ft.RandomConvConfig:
+    return ft.RandomConvConfig(
+        filters=config.filters, seed=config.seed, source=config.filter_source,
+        normalize=config.conv_normalize, whiten=config.whiten, rectify=config.rectify, bias=config.threshold,
+        random_bias=config.random_threshold, grid=config.pool_grid, standardize=config.standardize)
+
+
+def feature_dim(config: KernelRunConfig, images: torch.Tensor) -> int:
+    """d of the configured feature map on these images (cheap: one image, or arithmetic)."""
     if config.features == "random-conv":
-        rc = ft.RandomConvConfig(filters=config.filters, seed=config.seed)
-        return lambda images: fn(images, rc)
-    return fn
+        return random_conv_config(config).dim()
+    return ft.get_features(config.features)(images[:1]).shape[1]
+
+
+def featurize(config: KernelRunConfig, train: torch.Tensor,
+              test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) features; random-conv filters, whitening and standardization come from `train`."""
+    if config.features == "random-conv":
+        rc = random_conv_config(config)
+        bank, x = ft.fit_random_conv(train, rc)
+        return x, ft.random_conv_features(test, rc, bank)
+    fn = ft.get_features(config.features)
+    return fn(train), fn(test)
+
+
+def describe_random_conv(config: KernelRunConfig) -> str:
+    """The random-conv recipe in a few words, for summaries."""
+    thr = f"threshold {'U(-t, t), t = ' if config.random_threshold else ''}{config.threshold:g}"
+    return (f"{config.filter_source}{' whitened' if config.whiten else ''}, "
+            f"{config.conv_normalize}-normalized, {config.rectify}, {thr}, "
+            f"{config.pool_grid}x{config.pool_grid} pool"
+            + (", standardized" if config.standardize else ""))
 
 
 def median_bandwidth(x: torch.Tensor, m: int = 1000, seed: int = 0) -> float:
@@ -130,15 +166,14 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
     test_x = raw.test_images if te is None else raw.test_images[te]
     test_y = raw.test_labels if te is None else raw.test_labels[te]
     n, m = len(train_y), len(test_y)
-    fmap = feature_map(config)
-    dim = fmap(train_x[:1]).shape[1]
+    dim = feature_dim(config, train_x)
     check_interpolable(config.kernel, n, dim, config.ridge)
     need = check_fit_memory(n, dim, raw.num_classes, dtype=config.dtype, block_size=config.block_size)
     log(f"kernel: {config.kernel} on {config.features} ({dim:,} dims) of {n:,} {raw.name} training "
         f"and {m:,} test examples; the fit needs about {_gb(need)}")
 
     t = time.time()
-    x, x_test = fmap(train_x), fmap(test_x)
+    x, x_test = featurize(config, train_x, test_x)
     t_features = time.time() - t
     log(f"features: {tuple(x.shape)} train, {tuple(x_test.shape)} test ({t_features:.0f} s)")
     bandwidth = None
@@ -161,7 +196,8 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
     what = f"{config.kernel.upper() if config.kernel == 'rbf' else config.kernel} kernel" + (
         f" (bandwidth {bandwidth:.3g})" if bandwidth else "")
     feats = {"pixels": "pixels", "gabor": "Gabor wavelet features",
-             "random-conv": f"random-conv features ({config.filters:,} filters; paper {PAPER_FILTERS:,})"}
+             "random-conv": f"random-conv features ({config.filters:,} filters, "
+                            f"{describe_random_conv(config)}; paper {PAPER_FILTERS:,})"}
     summary = (
         f"{what}{f', ridge {config.ridge:g}' if config.ridge else ''} on {n:,} {raw.name} "
         f"{feats[config.features]}: train error {100 * model.train_error_:.2f}%, test error "
@@ -176,6 +212,7 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
         "dataset": raw.name, "n_train": n, "n_test": m, "features": config.features, "dim": dim,
         "kernel": config.kernel, "bandwidth": bandwidth, "ridge": config.ridge, "dtype": config.dtype,
         "filters": config.filters if config.features == "random-conv" else None,
+        "random_conv": asdict(random_conv_config(config)) if config.features == "random-conv" else None,
         "train_error": model.train_error_, "test_error": test_error,
         "paper_test_error": paper_error / 100 if paper_error else None, "paper_norm": paper_norm,
         "rkhs_norm": model.rkhs_norm_, "residual": model.residual_,
@@ -251,6 +288,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     config = KernelRunConfig(
         dataset=args.dataset, features=args.features, kernel=args.kernel, bandwidth=args.bandwidth,
         ridge=args.ridge, train_size=args.train_size, test_size=args.test_size, filters=args.filters,
+        filter_source=args.filter_source, conv_normalize=args.conv_normalize, whiten=args.whiten,
+        rectify=args.rectify, threshold=args.threshold, random_threshold=args.random_threshold,
+        pool_grid=args.pool_grid, standardize=args.standardize,
         dtype=args.dtype, block_size=args.block_size, tol=args.tol, seed=args.seed,
     ).validate()
     result = run_kernel(config, data_dir=args.data_dir, cache_dir=args.cache_dir)
@@ -314,6 +354,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stratified test subset (default: all)")
     f.add_argument("--filters", type=_positive(int), default=ft.RandomConvConfig.filters,
                    help=f"random-conv filters (default: %(default)s; paper: {PAPER_FILTERS:,})")
+    rc = ft.RandomConvConfig
+    f.add_argument("--filter-source", choices=ft.SOURCES, default=rc.source,
+                   help="random-conv filters: gaussian N(0, I) or random training-image patches "
+                        "(default: %(default)s)")
+    f.add_argument("--conv-normalize", choices=ft.NORMALIZATIONS, default=rc.normalize,
+                   help="random-conv input: per-image standardization, per-patch contrast normalization, "
+                        "or none (default: %(default)s)")
+    f.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=rc.whiten,
+                   help="random-conv: ZCA-whiten patches and filters with training-patch statistics "
+                        "(default: %(default)s)")
+    f.add_argument("--rectify", choices=ft.RECTIFIERS, default=rc.rectify,
+                   help="random-conv: relu max(0, z - t), or symmetric: max(0, z - t) and max(0, -z - t) "
+                        "(default: %(default)s)")
+    f.add_argument("--threshold", type=float, default=rc.bias,
+                   help="random-conv threshold t >= 0 (default: %(default)s)")
+    f.add_argument("--random-threshold", action=argparse.BooleanOptionalAction, default=rc.random_bias,
+                   help="random-conv: each filter's threshold from U(-t, t) instead of t "
+                        "(default: %(default)s)")
+    f.add_argument("--pool-grid", type=_positive(int), default=rc.grid,
+                   help="random-conv: average-pool each map over G x G cells (default: %(default)s)")
+    f.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=rc.standardize,
+                   help="random-conv: standardize each feature with training statistics, plus an "
+                        "intercept column (default: %(default)s)")
     f.add_argument("--dtype", default="float32",
                    help="kernel storage and factorization: float32 (default) or float64")
     f.add_argument("--block-size", type=_positive(int), default=1024,
