@@ -83,11 +83,11 @@ def test_real_cifar10_run_end_to_end_and_resume_skip(shared_data_dir, tmp_path, 
     assert json.loads(config)["precision"] == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
     assert 0.35 < realized < 0.55  # ~ 0.9 * 0.5
     rows = db.execute("SELECT epoch, train_acc, train_acc_clean, test_acc FROM epochs").fetchall()
-    assert [r[0] for r in rows] == [1, 2]
+    assert [r[0] for r in rows] == [0, 1, 2]  # epoch 0: the initial network
     assert all(r[2] is not None and 0 <= r[3] <= 1 for r in rows)
     assert main(argv) == 0
     assert "already finished" in capsys.readouterr().out
-    assert db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 2
+    assert db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 3
 
 
 def test_explicit_precision_is_kept_and_auto_follows_the_hardware():

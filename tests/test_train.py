@@ -144,7 +144,7 @@ def test_runner_skips_finished_runs_and_writes_run_files(tmp_path, monkeypatch):
     assert "already finished" in lines[0]
     assert second.train_acc == first.train_acc and second.steps == first.steps
     with Store(tmp_path) as store:
-        assert len(store.runs()) == 1 and len(store.epochs(config.run_id)) == 2
+        assert len(store.runs()) == 1 and len(store.epochs(config.run_id)) == 3  # epochs 0, 1, 2
         versions = store.get_run(config.run_id)["versions"]
         assert "torch" in versions
 
@@ -173,7 +173,7 @@ def test_tensorboard_event_files(tmp_path, monkeypatch):
     with Store(tmp_path) as store:
         stored = [e["test_acc"] for e in store.epochs(config.run_id)]
     logged = [e.value for e in events.Scalars("test/acc")]
-    assert logged == pytest.approx(stored) and [e.step for e in events.Scalars("test/acc")] == [7, 14, 21]
+    assert logged == pytest.approx(stored) and [e.step for e in events.Scalars("test/acc")] == [0, 7, 14, 21]
 
 
 @pytest.mark.parametrize("corruption", ["true", "random-labels"])
@@ -185,15 +185,17 @@ def test_screened_train_evaluation_gives_the_same_steps_to_fit(tmp_path, corrupt
     assert a.status == b.status == "fitted"
     assert (a.steps_to_fit, a.train_acc, a.test_acc) == (b.steps_to_fit, b.train_acc, b.test_acc)
     assert [r["test_acc"] for r in rows_a] == [r["test_acc"] for r in rows_b]  # same training
-    # before the fit the screen stopped early (no train metrics stored); the fitting epoch is exact
-    assert all(r["train_acc"] is None for r in rows_b[:-1]) and rows_b[-1]["train_acc"] == 1.0
+    # before the fit the screen stopped early (no train metrics stored); the fitting epoch is exact,
+    # and so is epoch 0 (the initial network)
+    assert rows_b[0]["train_acc"] == rows_a[0]["train_acc"]
+    assert all(r["train_acc"] is None for r in rows_b[1:-1]) and rows_b[-1]["train_acc"] == 1.0
     assert rows_b[-1]["train_acc_clean"] == rows_a[-1]["train_acc_clean"]
 
 
 def test_screened_run_ends_with_a_full_evaluation_when_it_runs_out_of_epochs(tmp_path):
     config = RunConfig(**{**SMALL, "max_epochs": 2}, corruption="random-labels", train_eval="screen")
     result, rows, _, _ = _fit(config, tmp_path)
-    assert result.status == "not-fitted" and rows[0]["train_acc"] is None
+    assert result.status == "not-fitted" and rows[1]["train_acc"] is None
     assert rows[-1]["train_acc"] == result.train_acc and 0 < result.train_acc < 1
 
 
@@ -232,3 +234,12 @@ def test_a_model_that_refuses_the_input_size_leaves_nothing_behind(tmp_path, mon
     with pytest.raises(ConfigError, match="needs inputs of at least 75x75"):
         run(RunConfig(**{**SMALL, "model": "inception-v3"}), out_dir=tmp_path / "out", log=lambda s: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_epochs_past_fit_trains_on_after_the_fit_with_the_same_steps_to_fit(tmp_path):
+    stop, _, _, _ = _fit(RunConfig(**{**SMALL, "max_epochs": 60}), tmp_path / "stop")
+    past, rows, _, _ = _fit(RunConfig(**{**SMALL, "max_epochs": 60}, epochs_past_fit=3), tmp_path / "past")
+    assert stop.status == past.status == "fitted"
+    assert past.steps_to_fit == stop.steps_to_fit and past.epochs == stop.epochs + 3
+    assert [r["epoch"] for r in rows] == list(range(stop.epochs + 4))
+    assert past.best_test_acc == max(r["test_acc"] for r in rows[1:])  # trained epochs only

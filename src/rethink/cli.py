@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="full-train accuracy that counts as fitted (steps_to_fit)")
     g.add_argument("--stop-at-fit", action=argparse.BooleanOptionalAction, default=True,
                    help="stop training once fitted")
+    g.add_argument("--epochs-past-fit", type=_seed, default=0,
+                   help="with --stop-at-fit, train this many epochs past the fit (early-stopping gain)")
     for name in ("corruption-seed", "init-seed", "data-seed", "subset-seed"):
         g.add_argument(f"--{name}", type=_seed, default=0)
     g.add_argument("--seed", type=_seed, default=None, help="set all four seeds at once")
@@ -249,6 +251,7 @@ def config_from_args(args: argparse.Namespace):  # -> RunConfig
         max_epochs=args.max_epochs,
         fit_threshold=args.fit_threshold,
         stop_at_fit=args.stop_at_fit,
+        epochs_past_fit=args.epochs_past_fit,
         precision=resolve_precision(args.precision, resolve_device(args.device), warn=warn),
         train_eval=args.train_eval,
         **seeds,

@@ -69,6 +69,9 @@ class RunConfig:
     max_epochs: int = 100
     fit_threshold: float = 1.0  # steps_to_fit: first eval with full-train accuracy >= this
     stop_at_fit: bool = True
+    # With stop_at_fit, keep training this many epochs after the fit: what early stopping could
+    # gain (best minus final test accuracy) is only visible on a run that goes on past its fit.
+    epochs_past_fit: int = 0
 
     precision: str = "fp32"
     # The eval-mode pass over the training set after each epoch. "full": every example, every
@@ -85,6 +88,11 @@ class RunConfig:
     init_seed: int = 0
     data_seed: int = 0
     subset_seed: int = 0
+
+    # Raised when a change to rethink makes an equal config compute other numbers, so that a store
+    # never mixes the two under one run id. 2: every seed drives a stream of its own
+    # (`rethink.seeds.derive_seed(seed, purpose)`), Inception in TF-slim's form.
+    protocol: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(sorted(set(self.augment))))
@@ -156,6 +164,9 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name}={value} must be a positive integer", f"fix --{_flag(name)}")
+        if not isinstance(self.epochs_past_fit, int) or self.epochs_past_fit < 0:
+            raise ConfigError(f"epochs_past_fit={self.epochs_past_fit} must be a non-negative integer",
+                              "fix --epochs-past-fit")
         _check_range("lr", self.lr, 0, math.inf, allow_none=True, open_low=True)
         _check_range("momentum", self.momentum, 0, 1)
         _check_range("lr_decay", self.lr_decay, 0, 1, open_low=True)

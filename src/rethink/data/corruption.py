@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from rethink.errors import ConfigError
+from rethink.seeds import seeded_generator
 
 LABEL_NOISE_CONVENTIONS = ("uniform", "incorrect-only")
 GAUSSIAN_STATS = ("per-channel", "global")
@@ -187,14 +188,15 @@ def corrupt(
     label_noise: str = "uniform",
     gaussian_stats: str = "per-channel",
 ) -> CorruptedData:
-    """Apply the randomization test `kind` once, from `seed` alone (the corruption seed)."""
+    """Apply the randomization test `kind` once, from `seed` alone (the corruption seed, from which
+    a stream of its own is derived: `rethink.seeds.derive_seed(seed, "corruption")`)."""
     if kind not in CORRUPTIONS:
         raise ConfigError(
             f"unknown corruption {kind!r}", f"choose one of {', '.join(CORRUPTIONS)}"
         )
     if p is not None and kind != "partial":
         raise ConfigError(f"--p only applies to 'partial', not {kind!r}", "drop --p")
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed, "corruption")  # its own stream: never the subset's or init's
     opts = {"label_noise": label_noise, "gaussian_stats": gaussian_stats}
     new_train, new_labels, new_test = CORRUPTIONS[kind](
         train_images, train_labels, test_images, num_classes, p, gen, opts

@@ -37,6 +37,7 @@ from rethink.data.preprocess import (
 )
 from rethink.data.sources import RawDataset
 from rethink.errors import ConfigError
+from rethink.seeds import derive_seed
 
 if TYPE_CHECKING:
     from rethink.data.streaming import FullView, PreparedView
@@ -181,9 +182,10 @@ def check_split_size(size: int | None, have: int, split: str, name: str) -> None
 
 
 def split_subset(labels: torch.Tensor, size: int, seed: int, split: str, name: str) -> torch.Tensor:
-    """The stratified, seeded subset of `size` examples of a split (its indices)."""
+    """The stratified, seeded subset of `size` examples of a split (its indices), drawn from a stream
+    of its own derived from the subset seed and the split: never the corruption's or init's."""
     check_split_size(size, len(labels), split, name)
-    return stratified_subset(labels, size, seed)
+    return stratified_subset(labels, size, derive_seed(seed, "subset", split))
 
 
 def _center_crop_nhwc(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -21,8 +21,9 @@ Different, and why:
   subset, not after it: an image's corrupted version does not depend on the subset.
 - The corrupted images are drawn chunk by chunk (CHUNK images) with generators seeded by (seed,
   test, split, chunk index), so they are not the images the in-memory path draws from the same
-  seed (same distribution, other draws). Exception: shuffled pixels use randperm(H*W) from
-  Generator(seed), exactly the in-memory permutation, for every train and test image.
+  seed (same distribution, other draws). Exception: shuffled pixels use randperm(H*W) from the
+  corruption stream (`seeded_generator(seed, "corruption")`), exactly the in-memory permutation,
+  for every train and test image.
 - As in memory, pixel tests apply to the centre crop at the input size (stored at that size), or
   to the whole pack-resolution image with --corrupt-before-crop.
 - Gaussian: the moments are those of the whole training split (per channel or global), taken at
@@ -273,7 +274,8 @@ def corrupted_images(
     d = corruption_dir(ds, kind, seed, resolution, stats)
     spec = {"kind": kind, "seed": seed, "resolution": resolution,
             "gaussian_stats": stats if kind == "gaussian" else None, "chunk": CHUNK,
-            "pack_content_sha256": ds.content_hash}
+            "pack_content_sha256": ds.content_hash,
+            "streams": "derived"}  # shuffled pixels' permutation: the derived corruption stream
     opened = _open_corrupted(d, spec, ds)  # no lock needed to read (the pack may be read-only)
     if opened is not None:
         return opened
@@ -357,8 +359,8 @@ def _write_corrupted(ds: PackedDataset, d: Path, spec: dict[str, Any], log: Call
 
     def apply(rows: np.ndarray, split: str, chunk: int) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(_center_crop_rows(rows, r)))
-        if kind == "shuffled-pixels":  # a fresh Generator(seed) each time: one permutation for all
-            return shuffle_pixels(x, x[:0], torch.Generator().manual_seed(seed))[0].numpy()
+        if kind == "shuffled-pixels":  # a fresh generator each time: the in-memory path's permutation
+            return shuffle_pixels(x, x[:0], seeded_generator(seed, "corruption"))[0].numpy()
         gen = seeded_generator(seed, kind, split, chunk)
         if kind == "random-pixels":
             return random_pixels(x, gen).numpy()

@@ -9,7 +9,11 @@ Each epoch runs the same steps in the same order:
   4. evaluate in eval mode over the FULL training set (not a running average, pitfall 9) and
      over the test set; split train accuracy into clean and corrupted examples;
   5. checkpoint, then write the epoch row to the store;
-  6. stop when full-train accuracy reaches `fit_threshold` (steps_to_fit) or at max_epochs.
+  6. stop when full-train accuracy reaches `fit_threshold` (steps_to_fit), or `epochs_past_fit`
+     epochs after that (to see what early stopping could gain), or at max_epochs.
+
+Before the first epoch the initial network is evaluated the same way and stored as epoch 0
+(step 0), so every learning curve starts where training starts.
 
 The same loop trains one run over several processes (torchrun, `rethink.train.distributed`):
 each rank steps on its shard of every global batch and evaluates its shard of each split.
@@ -274,8 +278,9 @@ def fit(
     )
     suspects = torch.ones(n, dtype=torch.bool, device=device)  # for screened evaluation
     max_wrong = math.floor((1 - config.fit_threshold) * n + 1e-9)
-    best_test = max((row["test_acc"] for row in history), default=0.0)
-    best_top5 = max((row.get("test_top5") or 0.0 for row in history), default=0.0)
+    trained = [row for row in history if row["epoch"] > 0]
+    best_test = max((row["test_acc"] for row in trained), default=0.0)
+    best_top5 = max((row.get("test_top5") or 0.0 for row in trained), default=0.0)
     clean, corrupted = ~data.changed, data.changed
     t_start = time.perf_counter()
     status, message = "not-fitted", ""
@@ -283,8 +288,25 @@ def fit(
     def elapsed() -> float:
         return wall_before + time.perf_counter() - t_start
 
+    if not history:  # epoch 0: the initial network, so that every curve starts at step 0
+        lr0 = lr_at(config, 0, n)
+        train = evaluate(net, data.train_x, data.train_y, config.precision, top5=top5, world=world)
+        test = evaluate(net, data.test_x, data.test_y, config.precision, top5=top5, world=world)
+        # no best test accuracy yet: the cumulative best (early stopping's gain) is over trained epochs
+        row = _epoch_row(0, 0, lr0, train, test, None, None, clean, corrupted,
+                         wall_time=elapsed(), train_time=0.0, eval_time=time.perf_counter() - t_start)
+        history.append(row)
+        if store is not None:
+            store.write_epoch(run_id, row)  # not checkpointed: a run killed now starts afresh
+        if on_epoch is not None:
+            on_epoch(row)
+        log(_epoch_line(row, config.max_epochs, data.changed.any().item()))
+        if row["train_acc"] >= config.fit_threshold:
+            steps_to_fit = 0
+
     for epoch in range(start_epoch, config.max_epochs):
-        if steps_to_fit is not None and config.stop_at_fit:
+        if steps_to_fit is not None and config.stop_at_fit and \
+                epoch >= _fit_epoch(history, config.fit_threshold) + config.epochs_past_fit:
             break
         # 1. learning rate, a pure function of the epoch
         lr = lr_at(config, epoch, n)
@@ -331,24 +353,9 @@ def fit(
             best_top5 = max(best_top5, test.top5_acc)
         if steps_to_fit is None and train_acc is not None and train_acc >= config.fit_threshold:
             steps_to_fit = step
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": lr,
-            "train_loss": train.loss if train is not None else None,  # None: a screened epoch
-            "train_acc": train_acc,  # that certainly did not fit
-            "train_acc_clean": _mean(train.correct[clean]) if train is not None else None,
-            "train_acc_corrupted": _mean(train.correct[corrupted]) if train is not None else None,
-            "test_loss": test.loss,
-            "test_acc": test.acc,
-            "best_test_acc": best_test,
-            "wall_time": elapsed(),
-            "train_time": t_eval - t_epoch,  # the SGD steps alone: throughput = n / train_time
-            "eval_time": t_done - t_eval,
-            "train_top5": train.top5_acc if train is not None else None,
-            "test_top5": test.top5_acc,
-            "best_test_top5": best_top5 if top5 else None,
-        }
+        row = _epoch_row(epoch + 1, step, lr, train, test, best_test, best_top5 if top5 else None,
+                         clean, corrupted, wall_time=elapsed(), train_time=t_eval - t_epoch,
+                         eval_time=t_done - t_eval)
         history.append(row)
         # 5. checkpoint first: it is the source of truth a resume rebuilds the store from
         if writes:
@@ -381,7 +388,7 @@ def fit(
     result = RunResult(
         run_id=run_id,
         status=status,
-        epochs=len(history),
+        epochs=sum(1 for row in history if row["epoch"] > 0),
         steps=step,
         steps_to_fit=steps_to_fit,
         train_loss=last.get("train_loss", math.nan),
@@ -395,6 +402,36 @@ def fit(
     if store is not None:
         store.finish_run(run_id, status, result.summary())
     return result
+
+
+def _fit_epoch(history: list[dict[str, Any]], threshold: float) -> int:
+    """The first epoch whose full-train accuracy reached the threshold (0: the initial network)."""
+    return next(row["epoch"] for row in history
+                if row["train_acc"] is not None and row["train_acc"] >= threshold)
+
+
+def _epoch_row(epoch: int, step: int, lr: float, train: Any, test: Any, best_test: float | None,
+               best_top5: float | None, clean: torch.Tensor, corrupted: torch.Tensor, *,
+               wall_time: float, train_time: float, eval_time: float) -> dict[str, Any]:
+    """One epoch's stored metrics; `train` is None for a screened epoch that certainly did not fit."""
+    return {
+        "epoch": epoch,
+        "step": step,
+        "lr": lr,
+        "train_loss": train.loss if train is not None else None,
+        "train_acc": train.acc if train is not None else None,
+        "train_acc_clean": _mean(train.correct[clean]) if train is not None else None,
+        "train_acc_corrupted": _mean(train.correct[corrupted]) if train is not None else None,
+        "test_loss": test.loss,
+        "test_acc": test.acc,
+        "best_test_acc": best_test,
+        "wall_time": wall_time,
+        "train_time": train_time,  # the SGD steps alone: throughput = n / train_time
+        "eval_time": eval_time,
+        "train_top5": train.top5_acc if train is not None else None,
+        "test_top5": test.top5_acc,
+        "best_test_top5": best_top5,
+    }
 
 
 def _data_parallel(net: nn.Module, device: torch.device) -> nn.Module:
