@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--preset", default="demo", help=f"one of {', '.join(PRESETS)}")
     x.add_argument("--experiments", default=None, help=f"comma list of {', '.join(EXPERIMENTS)}")
     x.add_argument("--models", default=None, help="comma list narrowing the preset's models")
-    x.add_argument("--seeds", type=_positive_int, default=1, help="repetitions (mean and spread)")
+    x.add_argument("--seeds", type=_positive_int, default=None,
+                   help="seeds per point for every experiment (default: the preset's, per model)")
     x.add_argument("--dataset", default=None, help="override the preset's dataset (e.g. folder:PATH)")
     x.add_argument("--out", default="runs", help="output directory (results.sqlite, runs, report/)")
     x.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
