@@ -275,7 +275,7 @@ def test_sweep_with_no_runs_yet_renders(tmp_path):
             {"experiment": p.experiment, "labels": p.labels, "run_id": p.run_id, "config": p.config.to_dict()}
             for p in points])
     md = (write_report(tmp_path).parent / "report.md").read_text()
-    assert "39 not run" in md and "Nothing to plot yet" in md
+    assert "41 not run" in md and "Nothing to plot yet" in md
     assert not (tmp_path / "report" / "figures" / "fig1b_slowdown.png").exists()
     assert "**holds**" not in md and "**does not hold**" not in md
 

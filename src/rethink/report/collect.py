@@ -18,6 +18,7 @@ from typing import Any
 
 from rethink.errors import StoreError
 from rethink.report.paper_numbers import CORRUPTION_NAMES, MODEL_NAMES, REGULARIZER_NAMES
+from rethink.report.stats import Interval, accuracy_interval, mean_interval
 from rethink.store import DB_NAME, Store
 
 # The report's section order (the grids' experiment names).
@@ -30,8 +31,6 @@ RESULT_STATUSES = ("fitted", "not-fitted")
 MODEL_ORDER = tuple(MODEL_NAMES)
 CORRUPTION_ORDER = tuple(CORRUPTION_NAMES)
 REGULARIZER_ORDER = tuple(REGULARIZER_NAMES)
-# Experiments whose learning curves the report draws.
-CURVE_EXPERIMENTS = ("fig1a", "memorization-order", "fig2b", "table2")  # table2: top-5 lives there
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,10 @@ class Outcome:
     realized_rate: float | None = None
     wall_time: float | None = None
     message: str = ""
+    n_train: int | None = None  # examples the train accuracy was measured on (the training set)
+    n_test: int | None = None  # examples the test accuracy was measured on
+    fit_threshold: float = 1.0  # the run's own "fitted" level (a fraction)
+    steps_per_epoch: int | None = None  # steps_to_fit's resolution: it is checked once per epoch
 
     @property
     def has_result(self) -> bool:
@@ -112,6 +115,36 @@ class Cell:
     def stat(self, attr: str) -> Stat | None:
         """Mean and spread of a final number over the seeds that have a result."""
         return stat([getattr(o, attr) for o in self.results])
+
+    def values(self, attr: str) -> list[float]:
+        """One final number per seed that has a result (None and non-finite left out)."""
+        return [v for v in (getattr(o, attr) for o in self.results) if v is not None and math.isfinite(v)]
+
+    def interval(self, attr: str) -> Interval | None:
+        """The 95% interval of a final number (see `rethink.report.stats`): accuracies with the
+        binomial interval of the set they were measured on and the seeds' spread; other numbers
+        (steps, epochs) with the seeds' spread alone."""
+        values = self.values(attr)
+        n_eval = {"train_acc": self.n_train, "test_acc": self.n_test, "best_test_acc": self.n_test}
+        if attr in n_eval:
+            return accuracy_interval(values, n_eval[attr])
+        return mean_interval(values)
+
+    @property
+    def n_train(self) -> int | None:
+        return next((o.n_train for o in self.outcomes if o.n_train), None)
+
+    @property
+    def n_test(self) -> int | None:
+        return next((o.n_test for o in self.outcomes if o.n_test), None)
+
+    @property
+    def fit_threshold(self) -> float:
+        return next((o.fit_threshold for o in self.outcomes), 1.0)
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        return next((o.steps_per_epoch for o in self.outcomes if o.steps_per_epoch), None)
 
     @property
     def all_fitted(self) -> bool:
@@ -212,7 +245,16 @@ def _outcome(point: dict[str, Any]) -> Outcome:
         realized_rate=_finite(run.get("realized_rate")),
         wall_time=_finite(run.get("wall_time")),
         message=_shorten(message[0]) if message else "",
+        n_train=run.get("train_size") or config.get("train_size"),
+        n_test=run.get("test_size") or config.get("test_size"),
+        fit_threshold=float(config.get("fit_threshold", 1.0)),
+        steps_per_epoch=_steps_per_epoch(run.get("train_size") or config.get("train_size"),
+                                         config.get("batch_size")),
     )
+
+
+def _steps_per_epoch(n: int | None, batch: int | None) -> int | None:
+    return -(-n // batch) if n and batch else None
 
 
 def _finite(x: Any) -> float | None:
@@ -259,7 +301,7 @@ def load_sweep(out_dir: str | Path, sweep_id: str | None = None,
         curves = {
             p["run_id"]: store.epochs(p["run_id"])
             for p in points
-            if p["experiment"] in CURVE_EXPERIMENTS and p["run"] is not None
+            if p["run"] is not None  # every run's: verdicts read curves (starts, stalls) too
         }
         theory = store.theory()
     for extra in theory_dirs:
