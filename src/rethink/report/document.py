@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 
 from rethink.report.collect import Cell, Stat
 
-HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
-VERDICTS = (HOLDS, FAILS, NOT_MEASURED)
+HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED)
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,10 @@ class Finding:
     measured: str
     paper: str
     verdict: str  # one of VERDICTS
+    quote: str = ""  # the paper's sentence (or its figure/table) that the claim checks
+    rule: str = ""  # how the verdict is decided
+    source: str = "Zhang et al. 2017"  # whose claim it is
+    evidence: str = ""  # id of the report section holding the runs behind it
 
 
 @dataclass(frozen=True)

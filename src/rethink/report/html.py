@@ -10,6 +10,7 @@ import html
 from rethink.report.document import (
     FAILS,
     HOLDS,
+    INCONCLUSIVE,
     NOT_MEASURED,
     Block,
     Bullets,
@@ -45,9 +46,12 @@ ul.findings li.fails { border-color: #c0392b; }
 li.holds .verdict { color: #2e8b57; }
 li.fails .verdict { color: #c0392b; }
 li.unmeasured .verdict { color: #777; }
+ul.findings li.inconclusive { border-color: #d4a017; }
+li.inconclusive .verdict { color: #a67c00; }
+.claim-detail { color: #555; font-size: 0.9em; }
 """
 
-_VERDICT_CLASS = {HOLDS: "holds", FAILS: "fails", NOT_MEASURED: "unmeasured"}
+_VERDICT_CLASS = {HOLDS: "holds", FAILS: "fails", INCONCLUSIVE: "inconclusive", NOT_MEASURED: "unmeasured"}
 _WARN_WORDS = ("not run", "failed", "did not fit", "diverged", "still running", "not in sweep")
 
 
@@ -79,8 +83,13 @@ def _figure(spec: FigureSpec, png: bytes) -> str:
 
 def _finding(f: Finding) -> str:
     paper = f"; paper: {_e(f.paper)}" if f.paper else ""
+    details = [f"{_e(f.source)}: &ldquo;{_e(f.quote)}&rdquo;" if f.quote else "",
+               f"rule: {_e(f.rule)}" if f.rule else "",
+               f'evidence: <a href="#{_e(f.evidence)}">{_e(f.evidence)}</a>' if f.evidence else ""]
+    detail = "<br>".join(d for d in details if d)
     return (f'<li class="{_VERDICT_CLASS.get(f.verdict, "")}"><b>{_e(f.claim)}</b>: {_e(f.measured)}'
-            f'{paper} - <span class="verdict">{_e(f.verdict)}</span></li>')
+            f'{paper} - <span class="verdict">{_e(f.verdict)}</span>'
+            + (f'<div class="claim-detail">{detail}</div>' if detail else "") + "</li>")
 
 
 def _blocks(blocks: list[Block], images: dict[str, bytes]) -> list[str]:

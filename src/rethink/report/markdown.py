@@ -21,8 +21,14 @@ def _table(t: Table) -> list[str]:
 
 
 def finding_line(f: Finding) -> str:
+    """The claim, what we measured, the paper's value and the verdict on one line, then the paper's
+    sentence, the rule and a link to the evidence, indented under it."""
     paper = f"; paper: {f.paper}" if f.paper else ""
-    return f"- {f.claim}: {f.measured}{paper} - **{f.verdict}**"
+    line = f"- {f.claim}: {f.measured}{paper} - **{f.verdict}**"
+    details = [f"  - {f.source}: \"{f.quote}\"" if f.quote else "",
+               f"  - rule: {f.rule}" if f.rule else "",
+               f"  - evidence: [{f.evidence}](#{f.evidence})" if f.evidence else ""]
+    return "\n".join([line, *filter(None, details)])
 
 
 def _block(block: Block, figures_dir: str) -> list[str]:
@@ -40,7 +46,7 @@ def _block(block: Block, figures_dir: str) -> list[str]:
 def render_markdown(doc: Document, figures_dir: str = "figures") -> str:
     lines = [f"# {doc.title}", ""]
     for section in doc.sections:
-        lines += [f"## {section.title}", ""]
+        lines += [f'<a id="{section.id}"></a>', "", f"## {section.title}", ""]
         previous_finding = False
         for block in section.blocks:
             if isinstance(block, Finding):

@@ -14,9 +14,7 @@ from rethink.report import analysis, figures, findings, tables
 from rethink.report import paper_numbers as paper
 from rethink.report.collect import NOT_RUN, SweepData, versions_of
 from rethink.report.document import (
-    FAILS,
-    HOLDS,
-    NOT_MEASURED,
+    VERDICTS,
     Bullets,
     Document,
     FigureSpec,
@@ -99,7 +97,7 @@ def _distinct(configs: list[dict[str, Any]], key: str) -> list[Any]:
     return sorted({c.get(key) for c in configs if c.get(key) is not None}, key=str)
 
 
-def header(sweep: SweepData, verdicts: Counter) -> Section:
+def header(sweep: SweepData) -> Section:
     preset = _preset(sweep)
     configs = list(sweep.configs().values())
     runs = sweep.runs()
@@ -118,8 +116,14 @@ def header(sweep: SweepData, verdicts: Counter) -> Section:
                           "so the comparison is not like for like.")
     scale = [_model_scale(sweep, m) for m in sweep.models()]
     left_out = _left_out(preset)
+    thresholds = sorted({float(c.get("fit_threshold", 1.0)) for c in configs})
+    past = sorted({int(c.get("epochs_past_fit", 0)) for c in configs} - {0})
     epochs_note = ("The paper does not state its epoch counts (it trains until the training set is fit); "
-                   "here a run stops at 100% training accuracy (checked after every epoch) or at its budget.")
+                   "here a run stops when its full-train accuracy reaches "
+                   + " or ".join(f"{100 * t:g}%" for t in (thresholds or [1.0]))
+                   + " (checked after every epoch; the same threshold decides every 'fits' verdict) or at "
+                   "its budget" + (f"; Figure 2b's runs train {', '.join(map(str, past))} epochs past their "
+                                   "fit, to show what early stopping could gain" if past else "") + ".")
     precision = _distinct(configs, "precision")
     wd = [w for w in _distinct(configs, "weight_decay") if w]
     dropout = [d for d in _distinct(configs, "dropout") if d]
@@ -150,8 +154,6 @@ def header(sweep: SweepData, verdicts: Counter) -> Section:
         + ", ".join(f"{k} {status}" for status, k in sorted(statuses.items()))
         + f"; total compute time {duration(wall)} (sum of the runs' wall time)."
     )
-    paragraphs.append(f"Findings: {verdicts[HOLDS]} hold, {verdicts[FAILS]} do not hold, "
-                      f"{verdicts[NOT_MEASURED]} not measured (see the last section).")
     return Section("setup", "Setup: what was run").add(
         *paragraphs, "Scale relative to the paper (CIFAR-10: 50,000 training and 10,000 test images):",
         Bullets(scale), *(["Left out by the preset, to save time:", Bullets(left_out)] if left_out else []),
@@ -320,10 +322,29 @@ SECTIONS = {
 }
 
 
+def verdict_counts(found: list[Finding], source: str) -> str:
+    counts = Counter(f.verdict for f in found if f.source == source)
+    return ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
+
+
+def summary_section(found: list[Finding]) -> Section:
+    """The verdicts first: counts per source, then one row per claim pointing to its evidence."""
+    sources = list(dict.fromkeys(f.source for f in found))
+    rows = [[f.claim, f.verdict, f.source, f"§ {f.evidence}"] for f in found]
+    return Section("summary", "Summary: the verdicts").add(
+        *(f"{source}'s claims: {verdict_counts(found, source)}." for source in sources),
+        "Each claim quotes the paper, states its rule and can fail; 'inconclusive' means the evidence "
+        "is partial or too uncertain (never counted as holding). Details, the measured numbers with "
+        "their 95% intervals and the rules are in the last section, 'Findings'.",
+        Table(["claim", "verdict", "whose claim", "evidence (section)"], rows))
+
+
 def findings_section(found: list[Finding]) -> Section:
     return Section("findings", "Findings: the paper's claims against our runs").add(
-        "Each claim, with what we measured (means over seeds), the paper's value, and the verdict. "
-        "Thresholds:", Bullets(list(findings.THRESHOLDS)), *found)
+        "Each claim, with what we measured (95% intervals in brackets, n per cell), the paper's value, "
+        "the verdict, the paper's sentence, the rule, and the section with the runs. Rules:",
+        Bullets(list(findings.RULES)), *found,
+        "Stated by the paper, not checked (no measure given):", Bullets(list(findings.NOT_CHECKED)))
 
 
 THEORY_KINDS = {  # in the paper's order
@@ -355,8 +376,7 @@ def theory_section(sweep: SweepData) -> Section:
 
 def build_document(sweep: SweepData) -> Document:
     found = findings.findings(sweep)
-    verdicts = Counter(f.verdict for f in found)
-    sections = [header(sweep, verdicts)]
+    sections = [summary_section(found), header(sweep)]
     sections += [SECTIONS[e](sweep) for e in sweep.experiments if e in SECTIONS]
     if sweep.theory:
         sections.append(theory_section(sweep))
