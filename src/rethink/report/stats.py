@@ -18,6 +18,7 @@ p-value; comparisons of two groups ("starts faster than") use Welch's one-sided 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -163,4 +164,6 @@ def greater(a: Sequence[float], b: Sequence[float]) -> float | None:
         return None
     if max(a) == min(a) and max(b) == min(b):
         return 0.0 if a[0] > b[0] else 1.0
-    return float(scipy_stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
+    with warnings.catch_warnings():  # one constant side is fine: its variance is 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(scipy_stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
