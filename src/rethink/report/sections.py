@@ -97,6 +97,16 @@ def _distinct(configs: list[dict[str, Any]], key: str) -> list[Any]:
     return sorted({c.get(key) for c in configs if c.get(key) is not None}, key=str)
 
 
+def _seeds_text(sweep: SweepData, options: dict[str, Any]) -> str:
+    """'2' for --seeds 2, else the seeds per model (and experiment) the sweep actually holds."""
+    if options.get("seeds"):
+        return str(options["seeds"])
+    counts: dict[str, set[int]] = {}
+    for cell in sweep.cells.values():
+        counts.setdefault(model_name(cell.model), set()).add(cell.n_seeds)
+    return "; ".join(f"{m} {'-'.join(map(str, sorted(k)))}" for m, k in counts.items()) or "-"
+
+
 def header(sweep: SweepData) -> Section:
     preset = _preset(sweep)
     configs = list(sweep.configs().values())
@@ -108,7 +118,7 @@ def header(sweep: SweepData) -> Section:
     paragraphs = [
         f"Preset {name}: {preset.get('description', '')}".rstrip(": "),
         f"Sweep {sweep.sweep['sweep_id']}, registered {sweep.sweep.get('created_at', '?')}; "
-        f"experiments: {', '.join(sweep.experiments)}; seeds: {options.get('seeds', 1)}.",
+        f"experiments: {', '.join(sweep.experiments)}; seeds: {_seeds_text(sweep, options)}.",
         f"Data: {', '.join(datasets)} (source hash {', '.join(hashes) or 'unknown: no run started'}).",
     ]
     if any(d != paper.PAPER_DATASET for d in datasets):
