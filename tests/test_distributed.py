@@ -56,7 +56,7 @@ def _final(out):
                                                                              run_id)
 
 
-def _assert_same_run(a, b) -> None:
+def _assert_same_run(a, b, weight_atol: float = 1e-5) -> None:
     (row_a, epochs_a, state_a), (row_b, epochs_b, state_b) = a, b
     assert row_a["status"] == row_b["status"] and row_a["steps"] == row_b["steps"]
     for ea, eb in zip(epochs_a, epochs_b, strict=True):
@@ -68,7 +68,7 @@ def _assert_same_run(a, b) -> None:
         for key in ("train_loss", "test_loss"):
             assert ea[key] == pytest.approx(eb[key], rel=1e-4), key
     for name, tensor in state_a["model"].items():
-        torch.testing.assert_close(tensor, state_b["model"][name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(tensor, state_b["model"][name], rtol=1e-4, atol=weight_atol)
 
 
 @pytest.mark.realdata
@@ -91,8 +91,7 @@ def test_two_gloo_processes_match_one_process(shared_data_dir, tmp_path, monkeyp
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's ranks in /proc")
 def test_killed_two_process_run_resumes_to_the_single_process_result(shared_data_dir, tmp_path):
     # no augmentation here: with it this MLP's training amplifies rounding differences (even one
-    # process with 1 vs 2 threads differs by 1e-3 in loss after 6 epochs), without it DDP agrees
-    # with one process to 1e-7
+    # process with 1 vs 2 threads differs by 1e-3 in loss after 6 epochs)
     common = [*ARGS, "--max-epochs", "6", "--train-size", "2000"]
     env = {**os.environ, "RETHINK_DATA": str(shared_data_dir), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "rethink", *common, "--nproc", "2", "--out", str(tmp_path / "ddp")]
@@ -111,7 +110,9 @@ def test_killed_two_process_run_resumes_to_the_single_process_result(shared_data
     one = subprocess.run([sys.executable, "-m", "rethink", *common, "--threads", "1", "--out",
                           str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
-    _assert_same_run(_final(tmp_path / "ddp"), _final(tmp_path / "one"))
+    # 6 epochs on 2,000 images: a ReLU unit near zero for some example can flip between the two
+    # summation orders; this subset drifts to 3.4e-4 in 0.2% of the weights, killed or not
+    _assert_same_run(_final(tmp_path / "ddp"), _final(tmp_path / "one"), weight_atol=1e-3)
 
 
 def test_shards_cover_every_example_once():
