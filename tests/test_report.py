@@ -15,6 +15,7 @@ from rethink.report import write_report
 from rethink.report.analysis import kendall_tau
 from rethink.report.collect import Stat
 from rethink.report.document import fmt_stat
+from rethink.report.stats import accuracy_interval, wilson
 from rethink.store import DB_NAME, Store
 
 BUDGET = 20  # epochs; one SGD step per epoch (100 images, batch 128)
@@ -43,17 +44,24 @@ def _hardness(config: dict) -> float:
 
 
 def _synthetic_run(config: dict, fits: bool) -> tuple[list[dict], dict]:
-    model, h = config["model"], _hardness(config)
-    fit_epoch = round(FIT_EPOCH[model] * (1 + 2 * h))
+    """Epoch 0 (the initial network, no best test accuracy yet), then one row per epoch; seed 1 fits an
+    epoch later and tests a point higher than seed 0, so cells of several seeds have a spread."""
+    model, h, seed = config["model"], _hardness(config), config["init_seed"]
+    fit_epoch = round(FIT_EPOCH[model] * (1 + 2 * h)) + seed
     if not fits:
         fit_epoch = BUDGET + 10
     random_test = 0.101 if model == "mlp1x512" else 0.098
     test = TEST_ACC[model] * (1 - h) + random_test * h if config["corruption"] in ("true", "partial") else (
         random_test)
+    test += 0.01 * seed
     if config["weight_decay"]:
         test += 0.01
     split = config["corruption"] == "partial"
-    rows, best = [], 0.0
+    rows = [{"epoch": 0, "step": 0, "lr": 0.01, "train_loss": 2.31, "train_acc": 0.1,
+             "train_acc_clean": 0.1 if split else None, "train_acc_corrupted": 0.1 if split else None,
+             "test_loss": 2.3, "test_acc": 0.1, "best_test_acc": None, "wall_time": 0.0, "train_time": 0.0,
+             "eval_time": 0.1}]
+    best = 0.0
     for epoch in range(1, min(fit_epoch, BUDGET) + 1):
         frac = epoch / fit_epoch
         clean, corrupted = min(1.0, 1.6 * frac), frac**3
@@ -68,8 +76,9 @@ def _synthetic_run(config: dict, fits: bool) -> tuple[list[dict], dict]:
                      "train_time": 0.3, "eval_time": 0.1})
     last = rows[-1]
     fitted = fit_epoch <= BUDGET
-    summary = {"epochs": len(rows), "steps": last["step"], "steps_to_fit": last["step"] if fitted else None,
-               "train_loss": last["train_loss"], "train_acc": last["train_acc"], "test_loss": 2.0,
+    summary = {"epochs": last["epoch"], "steps": last["step"],
+               "steps_to_fit": last["step"] if fitted else None, "train_loss": last["train_loss"],
+               "train_acc": last["train_acc"], "test_loss": 2.0,
                "test_acc": last["test_acc"], "best_test_acc": best, "wall_time": last["wall_time"],
                "message": ""}
     return rows, summary
@@ -157,8 +166,19 @@ def test_table1_has_paper_and_our_numbers(report):
         assert paper_value in md
     row = next(line for line in md.splitlines() if line.startswith("| MLP 1x512 | 1,209,866 | no | no |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[4:8] == ["100.00", "100.0", "40.00", "50.51"]
+    # one seed: the interval is the Wilson interval of the evaluation set's size, nothing more
+    lo, hi = wilson(0.40, 100)
+    assert cells[4:10] == ["1 / 100 / 100", "100.0 [96.3, 100.0]", "yes", "100.0",
+                           f"40.0 [{100 * lo:.1f}, {100 * hi:.1f}]", "50.51"]
+    assert cells[8] == "40.0 [30.9, 49.8]"
+    header = next(line for line in md.splitlines() if line.startswith("| model | # params"))
+    assert "n (seeds / train / test)" in header and "fitted?" in header
+    caption = next(line for line in md.splitlines() if line.startswith("*Table 1:"))
+    assert "fit threshold, 99% accuracy" in caption
     assert "failed to converge" in md  # Table 4's AlexNet + weight decay
+    not_fitted = next(line for line in md.splitlines()
+                      if line.startswith("| AlexNet (fitting random labels)"))
+    assert "| no |" in not_fitted  # status not-fitted: below its 99% threshold within the budget
 
 
 def test_problems_are_marked(report):
@@ -187,7 +207,12 @@ def test_sections_only_for_experiments_in_the_sweep_and_not_measured(tmp_path):
     md = (write_report(tmp_path, dest=tmp_path / "elsewhere").parent / "report.md").read_text()
     assert (tmp_path / "elsewhere" / "index.html").is_file()
     assert "## Table 1" in md and "## Figure 1b" not in md and "## Table 4" not in md
-    assert "(n=2)" in md and " ± " in md
+    row = next(line for line in md.splitlines() if line.startswith("| MLP 1x512 | 1,209,866 | no | no |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "2 / 100 / 100" and cells[6] == "2 of 2 seeds"
+    iv = accuracy_interval([0.40, 0.41], 100)  # seeds 0 and 1: Wilson widened by the seeds' t interval
+    assert cells[8] == f"40.5 [{100 * iv.lo:.1f}, {100 * iv.hi:.1f}]"
+    assert iv.hi - iv.lo > wilson(0.405, 100)[1] - wilson(0.405, 100)[0]
     assert _finding(md, "steps to fit grow").endswith("**not measured**")
     assert _finding(md, "AlexNet + weight decay").endswith("**not measured**")
     assert "seeds: 2" in md
@@ -201,7 +226,8 @@ def test_theory_results_in_the_store_get_a_section(tmp_path):
         store.record_theory("expressivity", {"n": 50}, {"summary": "102 weights fit 50 random labels"})
     md = (write_report(tmp_path).parent / "report.md").read_text()
     section = md.split("## Theory", 1)[1].split("\n## ", 1)[0]
-    assert section.index("Theorem 1") < section.index("Section 5")  # the paper's order, not the store's
+    table = section.split("| part of the paper", 1)[1]  # after the rules, which name both
+    assert table.index("Theorem 1") < table.index("Section 5")  # the paper's order, not the store's
     assert "102 weights fit 50 random labels" in section and "(no summary)" in section
 
 

@@ -1,7 +1,8 @@
 """Derived quantities shared by the tables, figures and findings.
 
-Relative steps to fit (Figure 1b), test error against p (Figure 1c), the clean-vs-corrupted
-gap early in training (memorization order), and Kendall's tau for "grows with p".
+Relative steps to fit (Figure 1b) and test error against p (Figure 1c), each with its 95%
+interval; the clean-vs-corrupted gap early in training (memorization order); Kendall's tau for
+"grows with p".
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from rethink.report.collect import Cell, SweepData, stat
 from rethink.report.figures import ErrorPoint, RatioPoint, Series
+from rethink.report.stats import Interval, mean_interval, seed_half_width
 
 # Early in training = the first half of a run's recorded epochs (at least one).
 EARLY_FRACTION = 0.5
@@ -37,41 +39,60 @@ def partial_cells(sweep: SweepData, experiment: str, model: str) -> list[Cell]:
     return sorted(cells, key=lambda c: c.p)
 
 
-def baseline_steps(sweep: SweepData, experiment: str, model: str) -> float | None:
-    """Mean steps to fit of the model's fitted p = 0 runs; None when none fitted."""
+def baseline_values(sweep: SweepData, experiment: str, model: str) -> list[float]:
+    """Steps to fit of the model's fitted p = 0 seeds (empty when none fitted)."""
     base = sweep.cell(experiment, model, "partial", 0.0)
     if base is None:
-        return None
-    s = stat([o.steps_to_fit for o in base.outcomes if o.fitted])
-    return None if s is None else s.mean
+        return []
+    return [float(o.steps_to_fit) for o in base.outcomes if o.fitted and o.steps_to_fit is not None]
 
 
-def ratio_point(cell: Cell, base: float) -> RatioPoint | None:
-    """Steps to fit / base over the seeds; a seed that did not fit counts its budget (a bound)."""
-    values = [(o.steps_to_fit if o.fitted else o.steps) for o in cell.results]
-    values = [v / base for v in values if v]
-    s = stat(values)
-    if s is None:
+def baseline_steps(sweep: SweepData, experiment: str, model: str) -> float | None:
+    """Mean steps to fit of the model's fitted p = 0 runs; None when none fitted."""
+    values = baseline_values(sweep, experiment, model)
+    return sum(values) / len(values) if values else None
+
+
+def ratio_point(cell: Cell, base: float, base_values: Sequence[float] = ()) -> RatioPoint | None:
+    """mean steps to fit / base over the seeds, with its 95% interval: the seeds' t half-widths of
+    the cell and of the p = 0 runs (`base_values`, whose mean is `base`), relative, in quadrature.
+    A seed that did not fit counts its budget, so the point is a lower bound."""
+    values = [float(o.steps_to_fit if o.fitted else o.steps) for o in cell.results
+              if (o.steps_to_fit if o.fitted else o.steps)]
+    if not values or not base:
         return None
-    return RatioPoint(cell.p, s.mean, s.lo, s.hi, any(not o.fitted for o in cell.results))
+    value = sum(values) / len(values) / base
+    half = math.hypot(seed_half_width(values) / base,
+                      value * seed_half_width(list(base_values)) / base if base_values else 0.0)
+    return RatioPoint(cell.p, value, value - half, value + half, any(not o.fitted for o in cell.results),
+                      max(len(values), len(base_values)))
 
 
 def slowdown_points(sweep: SweepData, experiment: str, model: str) -> list[RatioPoint]:
-    base = baseline_steps(sweep, experiment, model)
-    if not base:
+    base_values = baseline_values(sweep, experiment, model)
+    if not base_values:
         return []
-    points = [ratio_point(c, base) for c in partial_cells(sweep, experiment, model)]
+    base = sum(base_values) / len(base_values)
+    points = [ratio_point(c, base, base_values) for c in partial_cells(sweep, experiment, model)]
     return [q for q in points if q is not None]
 
 
 def error_points(sweep: SweepData, experiment: str, model: str) -> list[ErrorPoint]:
-    """Test error in percent, per p, with its min-max over seeds."""
+    """Test error in percent, per p, with its 95% interval (Wilson of the test set and the seeds)."""
     out = []
     for c in partial_cells(sweep, experiment, model):
-        s = c.stat("test_acc")
-        if s is not None:
-            out.append(ErrorPoint(c.p, 100 * (1 - s.mean), 100 * (1 - s.hi), 100 * (1 - s.lo)))
+        iv = c.interval("test_acc")
+        if iv is not None:
+            out.append(ErrorPoint(c.p, 100 * (1 - iv.estimate), 100 * (1 - iv.hi), 100 * (1 - iv.lo),
+                                  iv.seeds, iv.n_eval))
     return out
+
+
+def error_interval(iv: Interval | None) -> Interval | None:
+    """An accuracy's interval as the error's (1 - accuracy), same units."""
+    if iv is None:
+        return None
+    return Interval(1 - iv.estimate, 1 - iv.hi, 1 - iv.lo, iv.seeds, iv.n_eval)
 
 
 def series(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> Series:
@@ -100,3 +121,9 @@ def cell_early_gap(sweep: SweepData, cell: Cell) -> float | None:
     """early_gap averaged over the cell's seeds that have a curve."""
     s = stat([early_gap(sweep.curve(o.run_id)) for o in cell.outcomes if sweep.curve(o.run_id)])
     return None if s is None else s.mean
+
+
+def early_gap_interval(sweep: SweepData, cell: Cell) -> Interval | None:
+    """early_gap over the cell's seeds that have a curve, with the seeds' t interval (points)."""
+    gaps = [early_gap(sweep.curve(o.run_id)) for o in cell.outcomes]
+    return mean_interval([g for g in gaps if g is not None])

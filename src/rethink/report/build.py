@@ -1,5 +1,6 @@
-"""`write_report`: read a sweep from the results store and write index.html, report.md and the
-figures (PNG and SVG) into the report folder, each file atomically (temp file + os.replace).
+"""`write_report`: read a sweep from the results store and write index.html, report.md, the figures
+(SVG, and PNG at twice the screen resolution) and the sweep's numbers as CSV (epochs.csv,
+runs.csv) into the report folder, each file atomically (temp file + os.replace).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from pathlib import Path
 from rethink.files import atomic_write
 from rethink.report.collect import load_sweep
 from rethink.report.document import FigureSpec
+from rethink.report.exports import EPOCHS_CSV, RUNS_CSV, epochs_csv, runs_csv
 from rethink.report.figures import render
 from rethink.report.html import render_html
 from rethink.report.markdown import render_markdown
-from rethink.report.sections import build_document
+from rethink.report.sections import build_document, section_data
 
 FIGURES_DIR = "figures"
 
@@ -32,6 +34,7 @@ def write_report(out_dir: str | Path, *, sweep_id: str | None = None, dest: str 
     figures_dir.mkdir(parents=True, exist_ok=True)
 
     doc = build_document(sweep)
+    doc.sections.append(section_data(sweep, FIGURES_DIR, EPOCHS_CSV, RUNS_CSV))
     images: dict[str, bytes] = {}
     for section in doc.sections:
         for spec in section.of_type(FigureSpec):
@@ -40,6 +43,8 @@ def write_report(out_dir: str | Path, *, sweep_id: str | None = None, dest: str 
             atomic_write(figures_dir / f"{spec.name}.svg", render(spec.figure, "svg"))
             images[spec.name] = png
 
+    atomic_write(dest / EPOCHS_CSV, epochs_csv(sweep))
+    atomic_write(dest / RUNS_CSV, runs_csv(sweep))
     atomic_write(dest / "report.md", render_markdown(doc, FIGURES_DIR).encode("utf-8"))
     index = dest / "index.html"
     atomic_write(index, render_html(doc, images).encode("utf-8"))

@@ -13,6 +13,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -228,8 +229,9 @@ def _outcome(point: dict[str, Any]) -> Outcome:
     run, config = point["run"], point["config"]
     seed = int(point["labels"].get("seed") or 0)
     max_epochs = config.get("max_epochs")
-    if run is None:
-        return Outcome(point["run_id"], seed, NOT_RUN, max_epochs)
+    if run is None:  # the sizes and threshold it will have, so a cell's n and threshold never depend on it
+        return Outcome(point["run_id"], seed, NOT_RUN, max_epochs, n_train=config.get("train_size"),
+                       n_test=config.get("test_size"), fit_threshold=float(config.get("fit_threshold", 1.0)))
     message = (run.get("message") or "").strip().splitlines()
     return Outcome(
         run_id=point["run_id"],
@@ -306,9 +308,41 @@ def load_sweep(out_dir: str | Path, sweep_id: str | None = None,
         theory = store.theory()
     for extra in theory_dirs:
         theory += load_theory(extra)
-    latest = {(r["kind"], r["key"]): r for r in sorted(theory, key=lambda r: r["created_at"])}
-    theory = sorted(latest.values(), key=lambda r: r["created_at"])  # a rerun elsewhere replaces
-    return SweepData(out_dir, sweep, points, cells, curves, theory)
+    return SweepData(out_dir, sweep, points, cells, curves, latest_theory(theory))
+
+
+# Theory config fields that change between measurements of the same thing: a summary over more
+# runs, or a run measured again after it was resumed, replaces the earlier row.
+THEORY_VOLATILE = {"measures": ("runs", "steps", "finished_at")}
+
+
+def theory_created(row: dict[str, Any]) -> datetime:
+    """When a theory row was recorded, comparable across time zones (unparsable: the earliest)."""
+    try:
+        return datetime.strptime(str(row.get("created_at")), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+
+
+def theory_identity(row: dict[str, Any]) -> tuple[str, str]:
+    """What a theory row measured: its kind and its config without the THEORY_VOLATILE fields (the
+    store's key hashes the whole config)."""
+    config = row.get("config") or {}
+    if isinstance(config, dict):
+        skip = THEORY_VOLATILE.get(row["kind"], ())
+        config = {k: v for k, v in config.items() if k not in skip}
+    return row["kind"], json.dumps(config, sort_keys=True, default=str)
+
+
+def latest_theory(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per measured thing (`theory_identity`), the most recently recorded; on a tie the later
+    in `rows` (a rerun in a later --theory directory replaces). Oldest first."""
+    keep: dict[tuple[str, str], tuple[datetime, int, dict[str, Any]]] = {}
+    for i, row in enumerate(rows):
+        key, when = theory_identity(row), theory_created(row)
+        if key not in keep or (when, i) >= keep[key][:2]:
+            keep[key] = (when, i, row)
+    return [row for _, _, row in sorted(keep.values(), key=lambda t: t[:2])]
 
 
 def load_theory(out_dir: str | Path) -> list[dict[str, Any]]:

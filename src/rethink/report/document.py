@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from matplotlib.figure import Figure
 
 from rethink.report.collect import Cell, Stat
+from rethink.report.stats import Interval
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED)
@@ -92,15 +93,47 @@ def fmt_stat(s: Stat | None, n_seeds: int = 1, *, scale: float = 100.0, digits: 
     return text
 
 
-def cell_value(cell: Cell | None, attr: str, *, scale: float = 100.0, digits: int = 2) -> str:
-    """A cell's number, or what is missing: 'not in sweep', 'not run', 'failed: ...'."""
+NO_SEED_INTERVAL = "1 seed: no interval"
+
+
+def fmt_interval(iv: Interval | None, *, scale: float = 100.0, digits: int = 1, signed: bool = False) -> str:
+    """'51.2 [49.0, 53.4]': an estimate and its 95% interval, in `scale` units (100: fractions as
+    percent). A number with no binomial part on one seed has no interval at all, and says so."""
+    if iv is None:
+        return "-"
+    s = iv.scaled(scale)
+    est, lo, hi = (fmt_num(x, digits, signed) for x in (s.estimate, s.lo, s.hi))
+    if iv.seeds < 2 and iv.n_eval is None:
+        return f"{est} ({NO_SEED_INTERVAL})"
+    return f"{est} [{lo}, {hi}]"
+
+
+def fmt_num(x: float, digits: int = 1, signed: bool = False) -> str:
+    """x with thousands separators and `digits` decimals; never '-0.0'."""
+    return f"{round(x, digits) + 0.0:{'+' if signed else ''},.{digits}f}"
+
+
+def cell_value(cell: Cell | None, attr: str, *, scale: float = 100.0, digits: int = 1) -> str:
+    """A cell's number with its 95% interval (`Cell.interval`), or what is missing: 'not in sweep',
+    'not run', 'failed: ...'. Seeds without a result are counted: '(2 of 3 seeds)'."""
     if cell is None:
         return "not in sweep"
-    s = cell.stat(attr)
-    if s is None:  # the notes column carries the messages; here the status words only
+    iv = cell.interval(attr)
+    if iv is None:  # the notes column carries the messages; here the status words only
         words = dict.fromkeys(o.status if o.status != "running" else "still running" for o in cell.outcomes)
         return " / ".join(words) or "-"
-    return fmt_stat(s, cell.n_seeds, scale=scale, digits=digits)
+    text = fmt_interval(iv, scale=scale, digits=digits)
+    return text + (f" ({iv.seeds} of {cell.n_seeds} seeds)" if iv.seeds < cell.n_seeds else "")
+
+
+def cell_sizes(cell: Cell | None) -> str:
+    """'3 / 10,000 / 10,000': the cell's seeds (those with a result, of all), training and test set
+    sizes, the n behind each of its intervals."""
+    if cell is None:
+        return "-"
+    done = len(cell.results)
+    seeds = str(cell.n_seeds) if done == cell.n_seeds else f"{done} of {cell.n_seeds}"
+    return f"{seeds} / {fmt_int(cell.n_train)} / {fmt_int(cell.n_test)}"
 
 
 def notes_of(cell: Cell | None) -> str:

@@ -20,6 +20,7 @@ from rethink.report.document import (
     Section,
     Table,
 )
+from rethink.report.figures import DPI, SCREEN_DPI, png_size
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d1f;
@@ -76,8 +77,10 @@ def _table(t: Table) -> str:
 
 
 def _figure(spec: FigureSpec, png: bytes) -> str:
+    """The PNG is drawn at DPI / SCREEN_DPI times its on-screen size: shown at that size, it is sharp."""
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure id="{_e(spec.name)}"><img alt="{_e(spec.caption)}" '
+    width, height = (round(v * SCREEN_DPI / DPI) for v in png_size(png))
+    return (f'<figure id="{_e(spec.name)}"><img alt="{_e(spec.caption)}" width="{width}" height="{height}" '
             f'src="data:image/png;base64,{data}"><figcaption>{_e(spec.caption)}</figcaption></figure>')
 
 

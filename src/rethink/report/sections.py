@@ -10,9 +10,9 @@ from collections import Counter
 from typing import Any
 
 from rethink.fmt import duration
-from rethink.report import analysis, figures, findings, tables
+from rethink.report import analysis, figures, findings, tables, theory
 from rethink.report import paper_numbers as paper
-from rethink.report.collect import NOT_RUN, SweepData, versions_of
+from rethink.report.collect import NOT_RUN, SweepData, theory_created, versions_of
 from rethink.report.document import (
     VERDICTS,
     Bullets,
@@ -206,9 +206,10 @@ def _figure_or_note(spec: FigureSpec, has_data: bool) -> FigureSpec | str:
 
 def section_table1(sweep: SweepData) -> Section:
     return Section("table1", "Table 1: fitting true and random labels on CIFAR-10").add(
-        "Our numbers beside the paper's. Our runs are smaller (see Setup), so test accuracies are "
-        "expected to be lower; the shape to check is: every model fits every row, random labels test "
-        "at chance, regularizers move test accuracy by a few points.",
+        "Our numbers beside the paper's, each with its 95% interval and the n behind it. Our runs are "
+        "smaller (see Setup), so test accuracies are expected to be lower; the shape to check is: every "
+        "model fits every row, random labels test at chance, regularizers move test accuracy by a few "
+        "points.",
         tables.table1(sweep))
 
 
@@ -217,10 +218,12 @@ def section_fig1a(sweep: SweepData) -> Section:
               for c in sweep.cells_of("fig1a")}
     curves = {k: v for k, v in curves.items() if v}
     model = ", ".join(model_name(m) for m in sweep.models("fig1a"))
-    fig = FigureSpec("fig1a_learning_curves", f"Figure 1a: {model}, training loss against steps.",
+    fig = FigureSpec("fig1a_learning_curves", f"Figure 1a: {model}, training loss against steps, from the "
+                     "initial network (step 0); the mean over seeds, their min-max shaded.",
                      figures.loss_curves(curves, f"{model} on the randomization tests"))
     return Section("fig1a", "Figure 1a: learning curves of the randomization tests").add(
-        f"Training loss (full training set, eval mode, after each epoch) of {model} against SGD steps.",
+        f"Training loss (full training set, eval mode, after each epoch) of {model} against SGD steps. "
+        "The paper prints no numbers for this figure: every test reaches zero training loss.",
         _figure_or_note(fig, bool(curves)), tables.fig1a(sweep))
 
 
@@ -232,24 +235,33 @@ def section_fig1b(sweep: SweepData) -> Section:
             lines[model_name(model)] = pts
         else:
             missing.append(model_name(model))
+    cells = [c for m in sweep.models("fig1b") for c in analysis.partial_cells(sweep, "fig1b", m)]
     section = Section("fig1b", "Figure 1b: convergence slowdown").add(
-        "Steps to reach 100% training accuracy, relative to the same model on true labels (p = 0), "
-        "against the label corruption p. Hollow markers: the run did not fit within its budget and is "
-        "drawn at the budget, a lower bound.")
+        f"Steps to fit the training set ({tables.fit_threshold_text(cells)} training accuracy), relative "
+        "to the same model on true labels (p = 0), against the label corruption p. Error bars: 95% "
+        "intervals over seeds (none for one seed on both sides). Hollow markers: the run did not fit "
+        "within its budget and is drawn at the budget, a lower bound. The paper prints no numbers here "
+        f"('{paper.FIG1B_CLAIM}').")
     if missing:
         section.add(f"Not drawn (no fitted p = 0 run to compare with): {', '.join(missing)}.")
-    fig = FigureSpec("fig1b_slowdown", "Figure 1b: relative time to fit against p.", figures.slowdown(lines))
+    fig = FigureSpec("fig1b_slowdown", "Figure 1b: relative time to fit against p, with 95% intervals.",
+                     figures.slowdown(lines))
     return section.add(_figure_or_note(fig, bool(lines)), tables.fig1b(sweep))
 
 
 def section_fig1c(sweep: SweepData) -> Section:
     lines = {model_name(m): analysis.error_points(sweep, "fig1c", m) for m in sweep.models("fig1c")}
     lines = {k: v for k, v in lines.items() if v}
-    fig = FigureSpec("fig1c_test_error", "Figure 1c: test error against p.",
-                     figures.error_growth(lines, 100 - paper.CHANCE_ACC))
+    at_zero = {model_name(m): tables.paper_test_error_at_zero(m) for m in sweep.models("fig1c")}
+    at_zero = {k: v for k, v in at_zero.items() if v is not None}
+    fig = FigureSpec("fig1c_test_error", "Figure 1c: test error against p, with 95% intervals; hollow "
+                     "diamonds: the paper's Table 1 test error at p = 0.",
+                     figures.error_growth(lines, 100 - paper.CHANCE_ACC, at_zero))
     return Section("fig1c", "Figure 1c: generalization error growth").add(
-        "Test error at the end of training against the label corruption p; the dashed line is chance "
-        "(90%). Error bars: min-max over seeds.",
+        "Test error at the end of training against the label corruption p. Error bars: 95% intervals "
+        "(the Wilson interval of the test-set size, widened by the seeds' t interval). The dashed line "
+        f"is chance ({100 - paper.CHANCE_ACC:g}%), the paper's value at p = 1; the hollow diamonds are "
+        "the paper's Table 1 test errors of the same models on true labels (p = 0).",
         _figure_or_note(fig, bool(lines)), tables.fig1c(sweep))
 
 
@@ -265,34 +277,41 @@ def section_memorization(sweep: SweepData) -> Section:
             if any(curves.values()):
                 panels[(model_name(model), f"p = {fmt_p(cell.p)}")] = curves
     fig = FigureSpec("memorization_order", "Clean (blue) vs corrupted (red) training accuracy; dotted: all "
-                     "examples.", figures.clean_vs_corrupted(panels))
+                     "examples; means over seeds, their min-max shaded.", figures.clean_vs_corrupted(panels))
     return Section("memorization-order", "Memorization order: clean before corrupted examples").add(
         "Training accuracy on the examples whose label the corruption kept (clean) and on those it "
-        "changed (corrupted), against SGD steps. Not a figure of the paper: it checks the order in "
-        "which the partially corrupted sets of Figure 1b/1c are fitted (Arpit et al. 2017).",
+        "changed (corrupted), against SGD steps from the initial network. Not a figure of the paper: it "
+        "checks the order in which the partially corrupted sets of Figure 1b/1c are fitted (Arpit et al. "
+        "2017).",
         _figure_or_note(fig, bool(panels)), tables.memorization_order(sweep))
 
 
 def section_fig2b(sweep: SweepData) -> Section:
-    curves = {}
+    curves, paper_test = {}, {}
     for cell in sweep.cells_of("fig2b"):
         runs = []
         for o in cell.outcomes:
-            rows = [r for r in sweep.curve(o.run_id)
-                    if None not in (r.get("train_acc"), r.get("test_acc"), r.get("best_test_acc"))]
-            if rows:
-                runs.append(figures.AccCurve([r["step"] for r in rows], [100 * r["train_acc"] for r in rows],
-                                             [100 * r["test_acc"] for r in rows],
-                                             [100 * r["best_test_acc"] for r in rows]))
+            rows = [r for r in sweep.curve(o.run_id) if None not in (r.get("train_acc"), r.get("test_acc"))]
+            if rows:  # epoch 0 has no best test accuracy yet: its own test accuracy is the best so far
+                runs.append(figures.AccCurve(
+                    [r["step"] for r in rows], [100 * r["train_acc"] for r in rows],
+                    [100 * r["test_acc"] for r in rows],
+                    [100 * (r["best_test_acc"] if r.get("best_test_acc") is not None else r["test_acc"])
+                     for r in rows]))
         if runs:
             curves[model_name(cell.model)] = runs
-    fig = FigureSpec("fig2b_batchnorm", "Figure 2b: Inception with and without BatchNorm.",
-                     figures.batchnorm_curves(curves))
+        reference = tables.paper_true_label_test(cell.model, "none")
+        if reference is not None:
+            paper_test[model_name(cell.model)] = reference
+    fig = FigureSpec("fig2b_batchnorm", "Figure 2b: Inception with and without BatchNorm; dash-dot: the "
+                     "paper's Table 1 test accuracy.", figures.batchnorm_curves(curves, paper_test))
     return Section("fig2b", "Figure 2b: BatchNorm and early stopping").add(
-        "Inception with and without BatchNorm, all explicit regularizers off: training accuracy (dashed) "
-        "and test accuracy (solid) against steps; the shaded band reaches up to the best test accuracy "
-        "so far, what early stopping could have kept. Our runs stop once they fit the training set, so "
-        "the curves (and the early-stopping comparison) end there.",
+        "Inception with and without BatchNorm, all explicit regularizers off: training accuracy (dashed), "
+        "test accuracy (solid) and the best test accuracy so far (dotted, what early stopping could have "
+        "kept) against steps, from the initial network; means over seeds with their min-max shaded. The "
+        "dash-dot lines are the paper's Table 1 test accuracies of the same networks. The runs train on "
+        "for the stated number of epochs after they fit (see the table), so the gap between best and "
+        "final test accuracy is measured past the fit.",
         _figure_or_note(fig, bool(curves)), tables.fig2b(sweep))
 
 
@@ -314,9 +333,29 @@ def section_table2(sweep: SweepData) -> Section:
 
 def section_regularizers(sweep: SweepData) -> Section:
     return Section("regularizers", "Explicit regularizers one at a time").add(
-        "True labels, each explicit regularizer alone. The paper's claim: regularizers may improve test "
-        "accuracy, but the models generalize without them.",
+        "True labels, each explicit regularizer alone, against the same model without any. The paper's "
+        "claim: regularizers may improve test accuracy, but the models generalize without them. The "
+        "change against 'none' is given with its 95% interval, and only where both runs fitted their "
+        "training set: a run that did not fit mixes the regularizer's effect with underfitting.",
         tables.regularizers(sweep))
+
+
+def section_data(sweep: SweepData, figures_dir: str, epochs_file: str, runs_file: str) -> Section:
+    """Where the numbers behind the report are, for analysis elsewhere."""
+    runs = [r for r in sweep.runs().values() if r is not None]
+    epochs = sum(len(sweep.curve(r["run_id"])) for r in runs)
+    return Section("data", "Data files").add(
+        "Beside this report, in the same folder:",
+        Bullets([
+            f"{epochs_file}: every run's evaluation after each epoch ({epochs:,} rows from {len(runs):,} "
+            "runs; epoch 0 is the initial network): run id, experiments, model, "
+            "corruption, p, regularizer, seed and every stored column (step, learning rate, losses, "
+            "accuracies on all / clean / corrupted training examples, test and best test accuracy, times).",
+            f"{runs_file}: one row per point of the sweep ({len(sweep.points):,}): experiment, labels, run "
+            "id, status, final metrics, training and test set sizes, fit threshold and budget.",
+            f"{figures_dir}/: every figure as SVG and as PNG at twice the screen resolution.",
+        ]),
+        "Accuracies in the CSV files are fractions in [0, 1]; an empty field is a missing value.")
 
 
 SECTIONS = {
@@ -367,21 +406,26 @@ THEORY_KINDS = {  # in the paper's order
 
 
 def theory_section(sweep: SweepData) -> Section:
-    """The theory results recorded in the store (and any `--theory` stores), one line each, in the
-    paper's order. `rethink measures runs` also stores one row per measured run: those are counted,
-    their sweep-level summary (Kendall tau with the gap) is the line shown."""
+    """The theory results recorded in the store (and any `--theory` stores), one row per result (the
+    latest when the same thing was measured several times: `collect.latest_theory`), in the paper's
+    order, each beside the paper's number with a verdict under `theory.RULES`. `rethink measures runs`
+    also stores one row per measured run: those are counted, their sweep-level summary (Kendall tau
+    with the gap) is the row shown."""
     order = {kind: i for i, kind in enumerate(THEORY_KINDS)}
-    ranked = sorted(sweep.theory, key=lambda r: (order.get(r["kind"], len(order)), r["created_at"]))
+    ranked = sorted(sweep.theory, key=lambda r: (order.get(r["kind"], len(order)), theory_created(r)))
     per_run = [r for r in ranked if r["kind"] == "measures" and r["config"].get("mode") == "run"]
-    rows = [[THEORY_KINDS.get(r["kind"], r["kind"]), str(r["result"].get("summary", "(no summary)")),
-             r["created_at"]] for r in ranked if r not in per_run]
+    rows = [[THEORY_KINDS.get(t.kind, t.kind), t.measured, t.ours, t.paper, t.verdict, t.recorded]
+            for t in theory.theory_rows([r for r in ranked if r not in per_run])]
     notes = [f"Per-run complexity measures of {len(per_run)} trained runs are stored as well "
              "(one row each, kind 'measures')."] if per_run else []
     return Section("theory", "Theory, executable").add(
         "Results of `rethink expressivity`, `rethink kernel` and `rethink measures` stored with this "
         "sweep or in the directories given to `rethink report --theory` (their commands and full "
-        "output: docs/results/theory/). They do not depend on the sweep above.",
-        Table(["part of the paper", "measured", "recorded"], rows), *notes)
+        "output: docs/results/theory/). They do not depend on the sweep above. One row per result: a "
+        "result measured again (the same command and settings, or a summary over more runs) shows only "
+        "its latest measurement. Verdicts against the paper's numbers:", Bullets(list(theory.RULES)),
+        Table(["part of the paper", "measured", "ours (95% interval)", "paper", "verdict", "recorded"], rows),
+        *notes)
 
 
 def build_document(sweep: SweepData) -> Document:
