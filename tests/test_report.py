@@ -3,20 +3,23 @@ few missing, failed, diverged and still running) rendered to HTML, Markdown and 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import re
 from pathlib import Path
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from rethink.errors import StoreError
 from rethink.experiments.grids import PRESETS, build_points, sweep_id
-from rethink.report import write_report
+from rethink.report import figures, write_report
 from rethink.report.analysis import kendall_tau
 from rethink.report.collect import Stat
 from rethink.report.document import fmt_stat
-from rethink.report.stats import accuracy_interval, wilson
-from rethink.store import DB_NAME, Store
+from rethink.report.figures import ErrorPoint, png_size
+from rethink.report.stats import accuracy_interval, difference_interval, wilson
+from rethink.store import DB_NAME, EPOCH_COLUMNS, Store
 
 BUDGET = 20  # epochs; one SGD step per epoch (100 images, batch 128)
 VERSIONS = {"rethink": "0.1.0", "git_commit": "abc123", "python": "3.11.2", "torch": "2.5.0+cpu",
@@ -150,6 +153,104 @@ def test_files_exist_and_figures_are_valid(report):
         assert svg.lstrip().startswith("<?xml") and "<svg" in svg and svg.rstrip().endswith("</svg>")
         assert f"(figures/{name}.png)" in report["md"]
     assert not list(folder.rglob("*.tmp"))  # atomic writes leave no temp files
+    png = (folder / "figures" / "fig1c_test_error.png").read_bytes()
+    width, height = png_size(png)
+    assert (width, height) == (round(figures.WIDTH * figures.DPI), round(figures.HEIGHT * figures.DPI))
+    assert figures.DPI == 2 * figures.SCREEN_DPI  # twice the size it is shown at in index.html
+    assert f'width="{width // 2}" height="{height // 2}"' in report["html"]
+
+
+def test_figures_show_intervals_paper_values_and_keep_legends_outside():
+    pts = [ErrorPoint(0.0, 40.0, 30.9, 49.8), ErrorPoint(1.0, 90.0, 82.8, 94.6)]
+    fig = figures.error_growth({"MLP 1x512": pts}, 90.0, {"MLP 1x512": 49.49})
+    ax = fig.axes[0]
+    assert fig.legends and ax.get_legend() is None  # the legend is the figure's, beside the axes
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lays the figure out, as saving does
+    legend = fig.legends[0].get_window_extent(canvas.get_renderer())
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the plotting area, over no curve
+    paper = [line for line in ax.lines if line.get_marker() == "D"]
+    assert [tuple(line.get_xydata()[0]) for line in paper] == [(0.0, 49.49)]  # Table 1 at p = 0
+    assert any(list(line.get_ydata()) == [90.0, 90.0] for line in ax.lines)  # chance = the paper at p = 1
+    bars = [c for c in ax.collections if c.get_segments()]
+    assert [tuple(seg[:, 1]) for seg in bars[0].get_segments()] == [(30.9, 49.8), (82.8, 94.6)]
+
+    seeds = [([0, 1, 2], [2.3, 1.0, 0.1]), ([0, 1, 2, 3], [2.3, 1.4, 0.5, 0.0])]
+    b = figures.band(seeds)
+    assert b.x == [0, 1, 2, 3] and b.lo[1] == 1.0 and b.hi[1] == 1.4 and b.n == [2, 2, 2, 1]
+    fig = figures.loss_curves({"random labels": seeds}, "t")
+    assert fig.axes[0].get_xlim()[0] == 0 and fig.axes[0].collections  # from step 0, min-max band
+    assert fig.legends and fig.axes[0].get_legend() is None
+
+
+def test_curves_start_at_the_initial_network(report):
+    from rethink.report.collect import load_sweep
+    from rethink.report.document import FigureSpec
+    from rethink.report.sections import build_document
+
+    doc = build_document(load_sweep(report["out"]))
+    specs = {b.name: b for s in doc.sections for b in s.blocks if isinstance(b, FigureSpec)}
+    for name in ("fig1a_learning_curves", "memorization_order", "fig2b_batchnorm"):
+        lines = [line for ax in specs[name].figure.axes for line in ax.lines if len(line.get_xdata()) > 1]
+        assert lines and all(line.get_xdata()[0] == 0 for line in lines), name
+
+
+def test_epochs_and_runs_are_exported_as_csv(report):
+    folder = report["index"].parent
+    with open(folder / "epochs.csv", newline="") as f:
+        epochs = list(csv.DictReader(f))
+    with open(folder / "runs.csv", newline="") as f:
+        runs = list(csv.DictReader(f))
+    labels = {"run_id", "experiments", "model", "corruption", "p", "regularizer", "seed"}
+    assert labels | set(EPOCH_COLUMNS) <= set(epochs[0])
+    with Store(report["out"], readonly=True) as store:
+        sweep = store.sweeps()[-1]["sweep_id"]
+        points = store.sweep_points(sweep)
+        stored = {p["run_id"]: len(store.epochs(p["run_id"])) for p in points}
+    per_run = {}
+    for row in epochs:
+        per_run.setdefault(row["run_id"], []).append(int(row["epoch"]))
+    assert per_run == {r: list(range(n)) for r, n in stored.items() if n}  # every epoch, from epoch 0
+    shared = next(row for row in epochs if "fig1b" in row["experiments"] and "table1" in row["experiments"])
+    assert ";" in shared["experiments"]  # one row per run, its experiments together
+    mlp = next(row for row in epochs if row["model"] == "mlp1x512" and row["corruption"] == "true"
+               and row["regularizer"] == "none" and row["epoch"] == "0")
+    assert mlp["step"] == "0" and mlp["best_test_acc"] == ""  # the initial network has no best yet
+
+    assert len(runs) == len(points)  # one row per point
+    assert {"experiment", "run_id", "status", "train_acc", "test_acc", "train_size", "test_size",
+            "fit_threshold"} <= set(runs[0])
+    statuses = {r["status"] for r in runs}
+    assert {"fitted", "not-fitted", "failed", "diverged", "running", "not run"} <= statuses
+    row = next(r for r in runs if r["experiment"] == "table1" and r["model"] == "mlp1x512"
+               and r["corruption"] == "true" and r["regularizer"] == "none")
+    assert float(row["test_acc"]) == pytest.approx(0.40) and row["test_size"] == "100"
+    assert row["fit_threshold"] == "0.99" and row["status"] == "fitted"
+    assert "epochs.csv" in report["md"] and "runs.csv" in report["md"]  # the report says where they are
+
+
+def test_regularizer_table_gives_the_change_against_none(report, tmp_path):
+    md = report["md"]
+    section = md.split("## Explicit regularizers", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in section.splitlines() if line.startswith("| model |"))
+    assert "change vs none (points)" in header and "change vs none (paper)" in header
+
+    def row(model: str, regularizer: str) -> list[str]:
+        line = next(line for line in section.splitlines() if line.startswith(f"| {model} | {regularizer} |"))
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    diff = difference_interval([0.41], 100, [0.40], 100)  # MLP 1x512: weight decay vs none
+    assert row("MLP 1x512", "weight decay")[5:9] == [
+        "41.0 [31.9, 50.8]", f"+1.0 [{100 * diff.lo:+.1f}, {100 * diff.hi:+.1f}]", "50.39", "-0.12"]
+    assert row("MLP 1x512", "none")[6:9] == ["(reference)", "50.51", "(reference)"]
+    assert row("Inception", "random crop")[6:9] == ["-", "89.31", "+3.56"]  # diverged: no change
+    assert row("AlexNet", "dropout")[7:9] == ["-", "-"]  # the paper has no dropout number on CIFAR-10
+
+    make_store(tmp_path, experiments=("regularizers",), models=("mlp1x512",), trouble=False, fit=False)
+    md = (write_report(tmp_path).parent / "report.md").read_text()
+    section = md.split("## Explicit regularizers", 1)[1].split("\n## ", 1)[0]
+    line = next(line for line in section.splitlines() if line.startswith("| MLP 1x512 | weight decay |"))
+    assert "did not fit" in line and "[" in line.split("|")[6] and "+" not in line.split("|")[7]
 
 
 def test_html_is_self_contained(report):
@@ -314,3 +415,70 @@ def test_left_out_points_are_listed_with_their_reason():
     nobn = [line for line in lines if "table1 Inception w/o BatchNorm random-labels" in line]
     assert len(nobn) == 1 and "240 steps" in nobn[0]
     assert _left_out({}) == []
+
+
+def test_theory_shows_the_latest_of_each_result_once():
+    from rethink.report.collect import latest_theory
+
+    def row(kind: str, config: dict, created: str, summary: str) -> dict:
+        return {"kind": kind, "key": summary, "config": config, "result": {"summary": summary},
+                "created_at": created}
+
+    rows = [
+        row("kernel", {"n": 60}, "2026-01-01T10:00:00+0200", "early, in UTC+2"),  # 08:00 UTC
+        row("kernel", {"n": 60}, "2026-01-01T09:30:00+0000", "later"),  # sorts first as text
+        row("kernel", {"n": 20}, "2026-01-01T09:00:00+0000", "another size"),
+        row("measures", {"mode": "sweep", "runs": ["a"]}, "2026-01-01T09:00:00+0000", "1 run"),
+        row("measures", {"mode": "sweep", "runs": ["a", "b"]}, "2026-01-01T09:10:00+0000", "2 runs"),
+        row("stability", {"n": 20}, "2026-01-01T09:00:00+0000", "first store"),
+        row("stability", {"n": 20}, "2026-01-01T09:00:00+0000", "rerun, same second"),  # later given wins
+    ]
+    kept = [r["result"]["summary"] for r in latest_theory(rows)]
+    assert sorted(kept) == ["2 runs", "another size", "later", "rerun, same second"]
+
+
+def test_theory_rows_are_judged_against_the_paper(tmp_path):
+    make_store(tmp_path, experiments=("table1",), models=("mlp1x512",), trouble=False)
+
+    def kernel(dataset: str, features: str, n: int, error: float, filters: int | None = None) -> dict:
+        return {"dataset": dataset, "features": features, "n_train": n, "n_test": 10_000, "ridge": 0.0,
+                "test_error": error, "filters": filters, "summary": f"{dataset} {features} n={n}"}
+
+    def draws(*signs: float) -> dict:
+        return {"n": 500, "sign_mean": sum(signs) / len(signs), "draws": [{"sign": s} for s in signs]}
+
+    with Store(tmp_path) as store:
+        for result in (kernel("mnist", "pixels", 60_000, 0.0122), kernel("cifar10", "pixels", 50_000, 0.4334),
+                       kernel("mnist", "gabor", 40_000, 0.0063),
+                       kernel("cifar10", "random-conv", 50_000, 0.20, filters=8_000)):
+            store.record_theory("kernel", {"experiment": "fit", **result}, result)
+        store.record_theory("expressivity", {"n": 50}, {"n": 50, "d": 3, "outputs": 1, "weights": 103,
+                                                        "max_train_error": 1e-12, "summary": "one output"})
+        store.record_theory("expressivity", {"n": 51}, {"n": 50, "d": 3, "outputs": 10, "weights": 553,
+                                                        "max_train_error": 1e-12, "summary": "ten outputs"})
+        for model, signs in (("mlp1x512", (1.0, 0.99)), ("alexnet", (1.0, 0.9)), ("linear", (0.4, 0.5))):
+            store.record_theory("rademacher", {"model": model},
+                                {"points": [draws(*signs)], "summary": f"rademacher {model}"})
+        store.record_theory("measures", {"mode": "sweep", "runs": ["a"]}, {"summary": "1 run measured"})
+        store.record_theory("measures", {"mode": "sweep", "runs": ["a", "b"]}, {"summary": "2 runs measured"})
+    md = (write_report(tmp_path).parent / "report.md").read_text()
+    section = md.split("## Theory", 1)[1].split("\n## ", 1)[0]
+    rules = section.split("| part of the paper")[0]
+    assert "Wilson interval" in rules and "2n + d" in rules and "inconclusive" in rules  # rules stated
+
+    def verdict(summary: str) -> str:
+        line = next(line for line in section.splitlines() if f"| {summary} |" in line)
+        return [c.strip() for c in line.strip("|").split("|")][4]
+
+    assert verdict("mnist pixels n=60000") == "agrees"  # 1.22 [1.02, 1.45] overlaps 1.15-1.25
+    assert verdict("cifar10 pixels n=50000") == "differs: lower than the paper's"
+    assert verdict("mnist gabor n=40000") == "inconclusive: n = 40,000 < the paper's 60,000"
+    assert verdict("cifar10 random-conv n=50000") == "inconclusive: 8,000 filters, the paper's 32,000"
+    assert verdict("one output") == "agrees"  # 2n + d = 103 weights, exact
+    assert verdict("ten outputs").startswith("no number in the paper")
+    assert verdict("rademacher mlp1x512") == "agrees"
+    assert verdict("rademacher alexnet") == "differs"  # a draw fits only 95% of the signs
+    assert verdict("rademacher linear").startswith("no number in the paper")
+    assert "2 runs measured" in section and "1 run measured" not in section  # the stale summary goes
+    lo, hi = wilson(0.0122, 10_000)
+    assert f"test error 1.22 [{100 * lo:.2f}, {100 * hi:.2f}] %, n = 60,000" in section

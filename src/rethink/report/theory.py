@@ -66,7 +66,7 @@ def kernel_verdict(result: dict[str, Any]) -> tuple[str, str, str]:
     if err is None or not n_test:
         return "-", "-", NO_NUMBER
     lo, hi = wilson(err, n_test)
-    ours = fmt_interval(Interval(err, lo, hi, 1, n_test), digits=2) + f" % error (n = {fmt_num(n, 0)})"
+    ours = f"test error {fmt_interval(Interval(err, lo, hi, 1, n_test), digits=2)} %, n = {fmt_num(n, 0)}"
     dataset, features = result.get("dataset"), result.get("features")
     printed = paper.KERNEL_TEST_ERROR.get((dataset, features, bool(result.get("ridge"))))
     if printed is None:
@@ -118,7 +118,10 @@ def rademacher_verdict(row: dict[str, Any]) -> tuple[str, str, str]:
     top = max(points, key=lambda p: p["n"])
     iv = mean_interval([float(d["sign"]) for d in top.get("draws", [])]) or Interval(
         top["sign_mean"], top["sign_mean"], top["sign_mean"])
-    ours = f"{fmt_interval(iv, scale=1, digits=3)} at n = {top['n']:,} ({iv.seeds} draws)"
+    iv = Interval(iv.estimate, max(iv.lo, -1.0), min(iv.hi, 1.0), iv.seeds)  # R lies in [-1, 1]
+    value = (fmt_interval(iv, scale=1, digits=3) if iv.seeds > 1
+             else f"{iv.estimate:.3f} (1 draw: no interval)")
+    ours = f"{value} at n = {top['n']:,}" + (f" ({iv.seeds} draws)" if iv.seeds > 1 else "")
     model = row["config"].get("model", top.get("model"))
     if model == "linear":
         return ours, "≈ 1 (networks)", f"{NO_NUMBER}: a linear control"
