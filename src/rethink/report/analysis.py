@@ -108,9 +108,10 @@ def first_epoch_at(rows: list[dict[str, Any]], key: str, threshold: float) -> in
 
 
 def early_gap(rows: list[dict[str, Any]], fraction: float = EARLY_FRACTION) -> float | None:
-    """Mean of clean minus corrupted train accuracy (points) over the run's early epochs."""
+    """Mean of clean minus corrupted train accuracy (points) over the run's early epochs of training
+    (epoch 0, the untrained network, is left out: its gap is chance against chance)."""
     split = [r for r in rows if r.get("train_acc_clean") is not None
-             and r.get("train_acc_corrupted") is not None]
+             and r.get("train_acc_corrupted") is not None and r.get("epoch") != 0]
     if not split:
         return None
     early = split[: max(1, math.ceil(fraction * len(split)))]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rethink.errors import StoreError
-from rethink.report.paper_numbers import CORRUPTION_NAMES, MODEL_NAMES, REGULARIZER_NAMES
+from rethink.report.paper_numbers import CORRUPTION_NAMES, DATASET_SIZES, MODEL_NAMES, REGULARIZER_NAMES
 from rethink.report.stats import Interval, accuracy_interval, mean_interval
 from rethink.store import DB_NAME, Store
 
@@ -229,9 +229,12 @@ def _outcome(point: dict[str, Any]) -> Outcome:
     run, config = point["run"], point["config"]
     seed = int(point["labels"].get("seed") or 0)
     max_epochs = config.get("max_epochs")
-    if run is None:  # the sizes and threshold it will have, so a cell's n and threshold never depend on it
-        return Outcome(point["run_id"], seed, NOT_RUN, max_epochs, n_train=config.get("train_size"),
-                       n_test=config.get("test_size"), fit_threshold=float(config.get("fit_threshold", 1.0)))
+    if run is None:  # the sizes and threshold it will have (no size: the whole split of its data set)
+        full_train, full_test = DATASET_SIZES.get(config.get("dataset"), (None, None))
+        return Outcome(point["run_id"], seed, NOT_RUN, max_epochs,
+                       n_train=config.get("train_size") or full_train,
+                       n_test=config.get("test_size") or full_test,
+                       fit_threshold=float(config.get("fit_threshold", 1.0)))
     message = (run.get("message") or "").strip().splitlines()
     return Outcome(
         run_id=point["run_id"],
