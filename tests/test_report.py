@@ -369,6 +369,11 @@ def test_sweep_with_no_runs_yet_renders(tmp_path):
     assert "41 not run" in md and "Nothing to plot yet" in md
     assert not (tmp_path / "report" / "figures" / "fig1b_slowdown.png").exists()
     assert "**holds**" not in md and "**does not hold**" not in md
+    assert (tmp_path / "report" / "epochs.csv").read_text().count("\n") == 1  # the header alone
+    with open(tmp_path / "report" / "runs.csv", newline="") as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == len(points) and {r["status"] for r in runs} == {"not run"}
+    assert all(r["train_size"] == "100" for r in runs)  # sizes from the config before any run
 
 
 def test_no_sweep_raises_store_error(tmp_path):

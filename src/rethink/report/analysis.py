@@ -64,6 +64,8 @@ def ratio_point(cell: Cell, base: float, base_values: Sequence[float] = ()) -> R
     value = sum(values) / len(values) / base
     half = math.hypot(seed_half_width(values) / base,
                       value * seed_half_width(list(base_values)) / base if base_values else 0.0)
+    if cell.p == 0:  # the baseline itself: 1 by definition
+        half = 0.0
     return RatioPoint(cell.p, value, value - half, value + half, any(not o.fitted for o in cell.results),
                       max(len(values), len(base_values)))
 

@@ -97,6 +97,11 @@ def _draw_band(ax: Axes, series: Sequence[Series], color: str, label: str | None
     return True
 
 
+def _dodge(i: int, k: int, step: float = 0.012) -> float:
+    """A small horizontal shift of the i-th of k series, so error bars at the same p stay apart."""
+    return (i - (k - 1) / 2) * step
+
+
 def _legend(fig: Figure, ax: Axes, extra: Sequence[Line2D] = (), title: str | None = None) -> None:
     handles, labels = ax.get_legend_handles_labels()
     handles = [*handles, *extra]
@@ -133,12 +138,12 @@ def slowdown(lines: dict[str, list[RatioPoint]]) -> Figure:
     any_bound = False
     for i, (label, pts) in enumerate(lines.items()):
         pts = sorted(pts)
-        color = f"C{i}"
-        ax.plot([q.p for q in pts], [q.value for q in pts], color=color, label=label)
+        color, shift = f"C{i}", _dodge(i, len(lines))
+        ax.plot([q.p + shift for q in pts], [q.value for q in pts], color=color, label=label)
         for q in pts:
             any_bound |= q.lower_bound
             yerr = [[max(q.value - q.lo, 0)], [max(q.hi - q.value, 0)]]
-            ax.errorbar(q.p, q.value, yerr=yerr, color=color, capsize=3, marker="o", ms=7,
+            ax.errorbar(q.p + shift, q.value, yerr=yerr, color=color, capsize=3, marker="o", ms=7,
                         mfc="white" if q.lower_bound else color, mec=color)
     extra = []
     if any_bound:
@@ -162,12 +167,13 @@ def error_growth(lines: dict[str, list[ErrorPoint]], chance: float = 90.0,
     paper_at_zero = paper_at_zero or {}
     drew_paper = False
     for i, (label, pts) in enumerate(lines.items()):
-        pts = sorted(pts)
-        ax.errorbar([q.p for q in pts], [q.value for q in pts],
+        pts, shift = sorted(pts), _dodge(i, len(lines))
+        ax.errorbar([q.p + shift for q in pts], [q.value for q in pts],
                     yerr=[[max(q.value - q.lo, 0) for q in pts], [max(q.hi - q.value, 0) for q in pts]],
                     color=f"C{i}", marker="o", capsize=3, label=label)
         if label in paper_at_zero:
-            ax.plot([0.0], [paper_at_zero[label]], ls="", marker="D", ms=9, mfc="none", mec=f"C{i}", mew=1.5)
+            ax.plot([0.0 + shift], [paper_at_zero[label]], ls="", marker="D", ms=9, mfc="none", mec=f"C{i}",
+                    mew=1.5)
             drew_paper = True
     extra = [Line2D([], [], color="0.3", marker="D", mfc="none", ls="", ms=8,
                     label="the paper, Table 1 (p = 0)")] if drew_paper else []

@@ -263,6 +263,8 @@ def ratio_text(q: analysis.RatioPoint | None) -> str:
     """'1.52 [1.31, 1.73]', '≥ 2.10 [...]' when a seed did not fit, or a one-seed value."""
     if q is None:
         return "-"
+    if q.p == 0:
+        return "1 (reference)"
     iv = Interval(q.value, q.lo, q.hi, q.seeds)
     return ("≥ " if q.lower_bound else "") + fmt_interval(iv, scale=1, digits=2)
 
