@@ -163,13 +163,18 @@ def test_gabor_bank_is_zero_mean_and_features_have_the_documented_shape():
     torch.testing.assert_close(ft.gabor_features(images, ft.GaborConfig(batch=2)), a)
 
 
+# the earlier map: Gaussian filters, no whitening, ReLU with thresholds from U(-1, 1), / sqrt(d)
+GAUSSIAN_RELU = ft.RandomConvConfig(filters=16, source="gaussian", whiten=False, rectify="relu", bias=1.0,
+                                    random_bias=True, standardize=False, batch=4)
+
+
 def test_random_conv_features_shape_determinism_and_seed():
     images = (torch.rand(6, 32, 32, 3, generator=torch.Generator().manual_seed(6)) * 255).to(torch.uint8)
-    config = ft.RandomConvConfig(filters=16, seed=0, batch=4)
+    config = GAUSSIAN_RELU
     a = ft.random_conv_features(images, config)
     assert a.shape == (6, 16 * 2 * 2) and bool((a >= 0).all())
     assert torch.equal(a, ft.random_conv_features(images, config))
-    other = ft.random_conv_features(images, ft.RandomConvConfig(filters=16, seed=1))
+    other = ft.random_conv_features(images, replace(config, seed=1))
     assert not torch.allclose(a, other)
     w, b = ft.random_filters(config, 3)  # the unfold-gemm path equals a plain convolution
     z = torch.relu(torch.nn.functional.conv2d(ft.standardize(ft.to_nchw(images)), w, bias=-b))
@@ -188,7 +193,7 @@ RECIPE = ft.RandomConvConfig(filters=24, source="patches", whiten=True, normaliz
 
 def test_patch_filters_are_training_patches():
     train = _images(5, 7)
-    config = ft.RandomConvConfig(filters=16, source="patches", normalize="none", size=4)
+    config = ft.RandomConvConfig(filters=16, whiten=False, normalize="none", size=4, random_bias=True)
     bank = ft.filter_bank(config, 3, train)
     all_patches = torch.nn.functional.unfold(ft.to_nchw(train), 4).transpose(1, 2).reshape(-1, 48)
     cos = ft.F.normalize(bank.weight, dim=1) @ ft.F.normalize(all_patches, dim=1).T
@@ -245,6 +250,15 @@ def test_random_conv_recipe_shapes_layout_standardization_and_determinism():
     pos = torch.nn.functional.adaptive_avg_pool2d(torch.relu(z - 0.25), 2).flatten(1)
     neg = torch.nn.functional.adaptive_avg_pool2d(torch.relu(-z - 0.25), 2).flatten(1)
     torch.testing.assert_close(px, torch.cat([pos, neg], 1) / 192**0.5, rtol=1e-4, atol=1e-6)
+
+
+def test_default_random_conv_is_the_whitened_patch_recipe_and_needs_training_images():
+    config = ft.RandomConvConfig()
+    assert (config.source, config.whiten, config.rectify, config.bias, config.random_bias, config.standardize,
+            config.grid) == ("patches", True, "symmetric", 0.25, False, True, 2)
+    assert config.dim() == 1024 * 8 + 1 and config.needs_data()
+    with pytest.raises(ConfigError, match="fitted on training images"):
+        ft.get_features("random-conv")(_images(2, 0))
 
 
 @pytest.mark.parametrize("field, value", [("source", "kmeans"), ("normalize", "global"), ("rectify", "tanh"),

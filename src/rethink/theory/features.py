@@ -13,11 +13,18 @@ the definitions here are ours and are written out in full (and in docs/results/t
   Scale j: envelope sigma_j = 0.8 2^j pixels, centre frequency xi_j = (3 pi / 4) / 2^j, slant
   (envelope aspect) 4 / L across the oscillation, each wavelet made zero-mean (Morlet correction)
   and l1-normalized. d = (1 + J L) C (H / pool) (W / pool).
-- `random-conv`: one random convolutional layer: F filters of size k x k x C with i.i.d.
-  N(0, 1) entries scaled to unit l2 norm, applied (stride 1, no padding) to per-image standardized
-  images, a ReLU with a per-filter bias drawn from U(-bias, bias), and average pooling of each map
-  over a `grid` x `grid` partition of the image. d = F grid^2, scaled by 1/sqrt(d) so the linear
-  kernel has O(1) entries.
+- `random-conv`: one random convolutional layer in the style of Coates & Ng's single-layer
+  networks with random filters (Coates, Lee & Ng 2011; the random-patch CIFAR-10 pipelines of
+  keystone-ml, `amplab/keystone` RandomPatchCifar). Defaults: F filters of size k x k x C that
+  are random k x k patches of the training images, ZCA-whitened with the statistics of 100,000
+  training patches and made unit-norm in the whitened space; applied (stride 1, no padding, to
+  ZCA-whitened patches of per-image standardized images) as one gemm; symmetric rectification
+  max(0, z - t), max(0, -z - t) with t = 0.25; average pooling over a `grid` x `grid` (2 x 2)
+  partition of each map; each feature standardized with training statistics, scaled by
+  1/sqrt(conv_dim), plus a constant intercept column. d = 2 F grid^2 + 1. Every step is an option
+  (`RandomConvConfig`), including the earlier map (i.i.d. Gaussian filters on unwhitened
+  images, a ReLU with thresholds from U(-1, 1), features / sqrt(d)); the measurements behind
+  each default are in docs/results/theory/kernel.md.
 
 Every map takes uint8 NHWC images (as `rethink.data` loads them), works in float32 batches and
 returns an (N, d) float32 tensor; results do not depend on the batch size.
@@ -48,19 +55,21 @@ class GaborConfig:
 
 @dataclass(frozen=True)
 class RandomConvConfig:
+    """One random conv layer. Defaults: the Coates-Ng random-patch recipe, measured best here."""
+
     filters: int = 1024  # the paper used 32,000
     size: int = 6  # k x k receptive field
     grid: int = 2  # pooling partition per side: grid x grid cells
-    bias: float = 1.0  # ReLU threshold: every filter's is `bias`, or ~ U(-bias, bias) if random_bias
+    bias: float = 0.25  # threshold t: every filter's, or each drawn from U(-t, t) if random_bias
     seed: int = 0
     batch: int = 100  # images per batch
-    source: str = "gaussian"  # filters: "gaussian" N(0, I) or "patches" (random training patches)
+    source: str = "patches"  # filters: "patches" (random training patches) or "gaussian" N(0, I)
     normalize: str = "image"  # inputs: "image" per-image standardization, "patch" per-patch, "none"
-    whiten: bool = False  # ZCA-whiten patches (and filters) with training-patch statistics
-    rectify: str = "relu"  # "relu": max(0, z - b); "symmetric": max(0, z - b) and max(0, -z - b)
-    random_bias: bool = True
-    standardize: bool = False  # per-feature standardization with training statistics
-    zca_eps: float = 0.1  # added to the patch covariance's eigenvalues
+    whiten: bool = True  # ZCA-whiten patches (and filters) with training-patch statistics
+    rectify: str = "symmetric"  # "symmetric": max(0, z - t) and max(0, -z - t); "relu": max(0, z - t)
+    random_bias: bool = False
+    standardize: bool = True  # per-feature standardization with training statistics (+ intercept)
+    zca_eps: float = 0.1  # x the mean eigenvalue, added to the patch covariance's eigenvalues
     patch_eps: float = 10 / 255**2  # added to each patch's variance under normalize="patch"
     whitening_patches: int = 100_000  # training patches for the ZCA statistics
     filter_chunk: int = 256  # filters per gemm (bounds the activation buffer)

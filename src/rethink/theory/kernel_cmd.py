@@ -254,7 +254,7 @@ def run_sgd_demo(args: argparse.Namespace, log=print) -> tuple[dict[str, Any], d
     star = float(w_star.norm())
     zero, rand = runs
     comparison = min_norm_comparison(
-        {name: (ft.get_features(name)(train_x), ft.get_features(name)(test_x)) for name in names},
+        {name: featurize(KernelRunConfig(features=name, seed=args.seed), train_x, test_x) for name in names},
         train_y, test_y)
     summary = (
         f"SGD on {n} {raw.name} images x {d} pixels: from 0, |W - W*|/|W*| = {zero.distance:.1e} "
