@@ -101,6 +101,8 @@ def test_bf16_detection_override(monkeypatch):
     from rethink.train import runner
 
     cpu = torch.device("cpu")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # set when simulating an AVX2 machine
+    monkeypatch.delenv("RETHINK_BF16_NATIVE", raising=False)
     monkeypatch.setattr(runner, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU
     assert runner.bf16_support(cpu) == (False, "not native on this CPU (AVX2 only)")
     monkeypatch.setenv("RETHINK_BF16_NATIVE", "1")

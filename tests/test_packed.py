@@ -359,11 +359,13 @@ def test_cli_trains_from_a_pack_and_resumes(pack64, tmp_path, capsys, monkeypatc
     with Store(out) as store:
         (run,) = store.runs()
         epochs = store.epochs(run["run_id"])
-    assert [e["epoch"] for e in epochs] == [1, 2, 3]
-    # 20 classes: top-5 is recorded beside top-1, and is at least as high
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3]  # epoch 0: the initial network
+    # 20 classes: top-5 is recorded beside top-1, and is at least as high; the best is over trained
+    # epochs (epoch 0 has none)
     for e in epochs:
         assert e["train_acc"] <= e["train_top5"] <= 1 and e["test_acc"] <= e["test_top5"] <= 1
-        assert e["best_test_top5"] == max(x["test_top5"] for x in epochs[: e["epoch"]])
+        best = max((x["test_top5"] for x in epochs[1 : e["epoch"] + 1]), default=None)
+        assert e["best_test_top5"] == best
     assert main(argv) == 0 and "already finished" in capsys.readouterr().out
 
 
