@@ -86,10 +86,17 @@ def only(found, text: str = "") -> str:
     (STALLED, FAILS),
     ({**LEARNING, "test": 0.10}, INCONCLUSIVE),
     ({"test": 0.10, "n_test": 20}, INCONCLUSIVE),  # consistent with chance, but too wide to tell
+    ({"test": 0.124, "n_test": 2000}, INCONCLUSIVE),  # just off chance, one seed
 ])
 def test_random_labels(seed_spec, expected):
     sweep = Builder().add("table1", "mlp1x512", "random-labels", seeds=[seed_spec]).sweep()
     assert only(F.random_labels(sweep)) == expected
+
+
+def test_random_labels_off_chance_over_seeds_does_not_hold():
+    seeds = [{"test": t, "n_test": 2000} for t in (0.124, 0.126, 0.125)]
+    sweep = Builder().add("table1", "mlp1x512", "random-labels", seeds=seeds).sweep()
+    assert only(F.random_labels(sweep)) == FAILS
 
 
 @pytest.mark.parametrize("spec, expected", [({}, HOLDS), (STALLED, FAILS), (LEARNING, INCONCLUSIVE)])
