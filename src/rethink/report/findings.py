@@ -134,7 +134,7 @@ def _fit_evidence(sweep: SweepData, cells: Sequence[tuple[str, Cell | None]]) ->
         what = {"fitted": "fitted", "stalled": "stalled short of fitting",
                 "learning": f"still learning at its budget ({'; '.join(cell.problems())})",
                 "missing": "; ".join(cell.problems()) or "no result"}[state]
-        parts.append(f"{name}: {_train_text(cell) if cell.results else ''} {what}".replace(":  ", ": "))
+        parts.append(f"{name}: " + ", ".join(filter(None, [_train_text(cell) if cell.results else "", what])))
     measured = "; ".join(parts)
     if all(s == "missing" for s in states):
         return _absent(measured)
@@ -338,7 +338,8 @@ def no_regularizer(sweep: SweepData) -> list[Finding]:
         if iv.below(CHANCE + ABOVE_CHANCE_MARGIN):
             verdict = FAILS
         elif state != "fitted":
-            verdict, measured = INCONCLUSIVE, measured + f"; did not fit ({'; '.join(cell.problems())})"
+            why = "not every seed has finished" if state == "missing" else "did not fit"
+            verdict, measured = INCONCLUSIVE, measured + f"; {why} ({'; '.join(cell.problems())})"
         else:
             verdict = HOLDS if iv.above(CHANCE + ABOVE_CHANCE_MARGIN) else INCONCLUSIVE
         out.append(_finding(claim, Q_NOT_NECESSARY, rule, Evidence(verdict, measured), "table1", paper_value))
