@@ -326,3 +326,10 @@ def test_wilson_interval_matches_the_formula():
 def test_trend_test_is_one_sided():
     assert stats.trend([0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]).p_value < 0.01
     assert stats.trend([0, 1, 2, 3, 4, 5], [6, 5, 4, 3, 2, 1]).p_value > 0.99
+
+
+def test_partial_seeds_are_inconclusive_not_unmeasured():
+    b = Builder()
+    for k in ("shuffled-pixels", "random-pixels", "gaussian"):
+        b.add("fig1a", "alexnet", k, seeds=[{}, {"status": "not run", "fitted": False}])
+    assert only(F.pixels(b.sweep())) == INCONCLUSIVE

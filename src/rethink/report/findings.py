@@ -108,13 +108,16 @@ def _stalled(rows: list[dict]) -> bool:
 
 def fit_state(sweep: SweepData, cell: Cell) -> str:
     """'fitted' (every seed), 'stalled' (a seed stopped short of fitting), 'learning' (a seed ran out
-    of budget while still improving) or 'missing' (a seed has no result)."""
-    if not cell.outcomes or any(not o.has_result for o in cell.outcomes):
+    of budget while still improving), 'partial' (the seeds with a result fitted, others have none
+    yet) or 'missing' (no seed has a result)."""
+    if not cell.outcomes or not cell.results:
         return "missing"
-    unfitted = [o for o in cell.outcomes if not o.fitted]
-    if not unfitted:
-        return "fitted"
-    return "stalled" if any(_stalled(sweep.curve(o.run_id)) for o in unfitted) else "learning"
+    unfitted = [o for o in cell.results if not o.fitted]
+    if any(_stalled(sweep.curve(o.run_id)) for o in unfitted):
+        return "stalled"
+    if unfitted:
+        return "learning"
+    return "partial" if len(cell.results) < len(cell.outcomes) else "fitted"
 
 
 def _train_text(cell: Cell) -> str:
@@ -133,6 +136,7 @@ def _fit_evidence(sweep: SweepData, cells: Sequence[tuple[str, Cell | None]]) ->
         states.append(state)
         what = {"fitted": "fitted", "stalled": "stalled short of fitting",
                 "learning": f"still learning at its budget ({'; '.join(cell.problems())})",
+                "partial": f"fitted so far ({'; '.join(cell.problems())})",
                 "missing": "; ".join(cell.problems()) or "no result"}[state]
         parts.append(f"{name}: " + ", ".join(filter(None, [_train_text(cell) if cell.results else "", what])))
     measured = "; ".join(parts)
@@ -338,7 +342,7 @@ def no_regularizer(sweep: SweepData) -> list[Finding]:
         if iv.below(CHANCE + ABOVE_CHANCE_MARGIN):
             verdict = FAILS
         elif state != "fitted":
-            why = "not every seed has finished" if state == "missing" else "did not fit"
+            why = "not every seed has finished" if state in ("missing", "partial") else "did not fit"
             verdict, measured = INCONCLUSIVE, measured + f"; {why} ({'; '.join(cell.problems())})"
         else:
             verdict = HOLDS if iv.above(CHANCE + ABOVE_CHANCE_MARGIN) else INCONCLUSIVE
@@ -417,7 +421,7 @@ def alexnet_weight_decay(sweep: SweepData) -> list[Finding]:
     control_state = fit_state(sweep, control) if control is not None else "missing"
     measured += "; control without weight decay: " + (
         {"fitted": "fits", "stalled": "stalled too", "learning": "did not fit either (still learning)",
-         "missing": "no result"}[control_state])
+         "partial": "fits so far (not every seed finished)", "missing": "no result"}[control_state])
     verdict = HOLDS if state == "stalled" and control_state == "fitted" else INCONCLUSIVE
     return [_finding(claim, Q_AWD, rule, Evidence(verdict, measured), "table4", "failed to converge")]
 
