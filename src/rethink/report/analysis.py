@@ -83,10 +83,10 @@ def error_points(sweep: SweepData, experiment: str, model: str) -> list[ErrorPoi
     """Test error in percent, per p, with its 95% interval (Wilson of the test set and the seeds)."""
     out = []
     for c in partial_cells(sweep, experiment, model):
-        iv = c.interval("test_acc")
-        if iv is not None:
-            out.append(ErrorPoint(c.p, 100 * (1 - iv.estimate), 100 * (1 - iv.hi), 100 * (1 - iv.lo),
-                                  iv.seeds, iv.n_eval))
+        err = error_interval(c.interval("test_acc"))
+        if err is not None:
+            err = err.scaled(100)
+            out.append(ErrorPoint(c.p, err.estimate, err.lo, err.hi, err.seeds, err.n_eval))
     return out
 
 
