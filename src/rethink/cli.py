@@ -291,7 +291,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     if world is not None and not world.is_main:
-        return EXIT_OK
+        distributed.exit_worker(EXIT_OK)
     fit = f"fitted at step {result.steps_to_fit}" if result.steps_to_fit is not None else result.status
     print(
         f"done {result.run_id}: {fit}; train acc {100 * result.train_acc:.2f}%, "
@@ -301,6 +301,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         + (f" [{result.message}]" if result.message else "")
     )
     print(f"results: {args.out}/results.sqlite (run {result.run_id}), files in {args.out}/{result.run_id}/")
+    if world is not None:
+        distributed.exit_worker(EXIT_OK)
     return EXIT_OK
 
 

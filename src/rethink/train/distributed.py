@@ -26,6 +26,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -74,6 +75,20 @@ def init_process_group(world: World, device: torch.device) -> torch.device:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End this torchrun worker with `code` once its run is finished, skipping interpreter teardown.
+
+    A DistributedDataParallel reducer keeps the gloo process group alive past
+    destroy_process_group (a reference cycle inside torch), so a gloo worker thread can still be
+    releasing a finished collective's tensors while Python finalizes; it then aborts the process
+    ("terminate called without an active exception") although the run is complete and stored.
+    Everything the run writes is closed by now; only the output streams need flushing.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
