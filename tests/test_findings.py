@@ -235,6 +235,21 @@ def test_slowdown_factor(top, expected):
     assert only(F.slowdown(_p_sweep("fig1b", seeds)), "factor") == expected
 
 
+def test_slowdown_ratio_interval_is_the_tables_and_counts_one_epoch_each_side():
+    from rethink.report import analysis, tables
+
+    seeds = {0.0: [{"steps_to_fit": 1000}, {"steps_to_fit": 1000}],
+             1.0: [{"steps_to_fit": 3000}, {"steps_to_fit": 3000}]}
+    sweep = _p_sweep("fig1b", seeds)
+    epoch = math.ceil(10_000 / BATCH)  # identical seeds: the interval is the resolution alone
+    point = analysis.ratio_point(sweep.cell("fig1b", "mlp1x512", "partial", 1.0), [1000.0, 1000.0])
+    assert (point.value, point.lo, point.hi) == pytest.approx(
+        (3.0, (3000 - epoch) / (1000 + epoch), (3000 + epoch) / (1000 - epoch)))
+    text = stats.Interval(point.value, point.lo, point.hi, 2).text(2)
+    assert text in next(f for f in F.slowdown(sweep) if "factor" in f.claim).measured
+    assert any(text in str(row) for row in tables.fig1b(sweep).rows)
+
+
 @pytest.mark.parametrize("accs, expected", [
     ({p: 0.5 - 0.4 * p for p in PS}, HOLDS),
     ({p: 0.5 for p in PS}, FAILS),

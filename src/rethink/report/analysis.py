@@ -13,7 +13,7 @@ from typing import Any
 
 from rethink.report.collect import Cell, SweepData, stat
 from rethink.report.figures import ErrorPoint, RatioPoint, Series
-from rethink.report.stats import Interval, mean_interval, seed_half_width
+from rethink.report.stats import Interval, mean_interval
 
 # Early in training = the first half of a run's recorded epochs (at least one).
 EARLY_FRACTION = 0.5
@@ -53,29 +53,29 @@ def baseline_steps(sweep: SweepData, experiment: str, model: str) -> float | Non
     return sum(values) / len(values) if values else None
 
 
-def ratio_point(cell: Cell, base: float, base_values: Sequence[float] = ()) -> RatioPoint | None:
-    """mean steps to fit / base over the seeds, with its 95% interval: the seeds' t half-widths of
-    the cell and of the p = 0 runs (`base_values`, whose mean is `base`), relative, in quadrature.
+def ratio_point(cell: Cell, base_values: Sequence[float]) -> RatioPoint | None:
+    """Mean steps to fit over the seeds relative to the p = 0 runs' (`base_values`), with its 95%
+    interval: each mean's t interval over its seeds, widened by one epoch of steps (a fit is only
+    seen at an epoch's end), then the ratio's extremes (low over high, high over low).
     A seed that did not fit counts its budget, so the point is a lower bound."""
     values = [float(o.steps_to_fit if o.fitted else o.steps) for o in cell.results
               if (o.steps_to_fit if o.fitted else o.steps)]
-    if not values or not base:
+    base, top = mean_interval(base_values), mean_interval(values)
+    if base is None or top is None or not base.estimate:
         return None
-    value = sum(values) / len(values) / base
-    half = math.hypot(seed_half_width(values) / base,
-                      value * seed_half_width(list(base_values)) / base if base_values else 0.0)
-    if cell.p == 0:  # the baseline itself: 1 by definition
-        half = 0.0
-    return RatioPoint(cell.p, value, value - half, value + half, any(not o.fitted for o in cell.results),
+    value = top.estimate / base.estimate
+    lo = hi = value  # the baseline itself: 1 by definition
+    if cell.p != 0:
+        epoch = cell.steps_per_epoch or 0
+        lo = (top.lo - epoch) / (base.hi + epoch)
+        hi = (top.hi + epoch) / max(base.lo - epoch, 1.0)
+    return RatioPoint(cell.p, value, lo, hi, any(not o.fitted for o in cell.results),
                       max(len(values), len(base_values)))
 
 
 def slowdown_points(sweep: SweepData, experiment: str, model: str) -> list[RatioPoint]:
     base_values = baseline_values(sweep, experiment, model)
-    if not base_values:
-        return []
-    base = sum(base_values) / len(base_values)
-    points = [ratio_point(c, base, base_values) for c in partial_cells(sweep, experiment, model)]
+    points = [ratio_point(c, base_values) for c in partial_cells(sweep, experiment, model)]
     return [q for q in points if q is not None]
 
 

@@ -518,7 +518,7 @@ def slowdown(sweep: SweepData) -> list[Finding]:
                             rule_trend, _trend_evidence(xs, ys, exact, resolution, "steps"), "fig1b",
                             paper.FIG1B_CLAIM))
         out.append(_finding(f"{model_name(model)}: the slowdown at p = 1 is a small constant factor",
-                            Q_FACTOR, rule_factor, _factor_evidence(sweep, model, resolution), "fig1b",
+                            Q_FACTOR, rule_factor, _factor_evidence(sweep, model), "fig1b",
                             "small"))
     return out
 
@@ -551,20 +551,18 @@ def _trend_evidence(xs: list[float], ys: list[float], exact: bool, resolution: f
     return Evidence(FAILS, measured)
 
 
-def _factor_evidence(sweep: SweepData, model: str, resolution: int) -> Evidence:
-    base = sweep.cell("fig1b", model, "partial", 0.0)
+def _factor_evidence(sweep: SweepData, model: str) -> Evidence:
     top = sweep.cell("fig1b", model, "partial", 1.0)
+    base = sweep.cell("fig1b", model, "partial", 0.0)
     if base is None or top is None or not base.results or not top.results:
         return _absent("no result at p = 0 or p = 1")
     if fit_state(sweep, base) != "fitted" or fit_state(sweep, top) != "fitted":
         return Evidence(INCONCLUSIVE, "p = 0 or p = 1 did not fit: the ratio is a bound")
-    b = [float(o.steps_to_fit) for o in base.results]
-    t = [float(o.steps_to_fit) for o in top.results]
-    bi, ti = stats.mean_interval(b), stats.mean_interval(t)
-    lo = (ti.lo - resolution) / (bi.hi + resolution)
-    hi = (ti.hi + resolution) / max(bi.lo - resolution, 1.0)
-    iv = stats.Interval(ti.estimate / bi.estimate, lo, hi, min(len(b), len(t)))
-    measured = f"ratio {iv.text(2)} ({_mean_text(t)} vs {_mean_text(b)} steps)"
+    b = analysis.baseline_values(sweep, "fig1b", model)
+    ratio = analysis.ratio_point(top, b)
+    iv = stats.Interval(ratio.value, ratio.lo, ratio.hi, ratio.seeds)
+    steps = [float(o.steps_to_fit) for o in top.results]
+    measured = f"ratio {iv.text(2)} ({_mean_text(steps)} vs {_mean_text(b)} steps)"
     return Evidence(_against_range(iv, 1.0, SMALL_FACTOR), measured)
 
 

@@ -273,15 +273,14 @@ def fig1b(sweep: SweepData) -> Table:
     rows, all_cells = [], []
     for model in sweep.models("fig1b"):
         base_values = analysis.baseline_values(sweep, "fig1b", model)
-        base = sum(base_values) / len(base_values) if base_values else None
         for cell in analysis.partial_cells(sweep, "fig1b", model):
             all_cells.append(cell)
             fitted = [float(o.steps_to_fit) for o in cell.results if o.fitted and o.steps_to_fit]
             budget = [float(o.steps) for o in cell.results if not o.fitted and o.steps]
             steps = seed_value(cell, fitted) if fitted else (f"≥ {fmt_int(max(budget))}" if budget else "-")
-            ratio = analysis.ratio_point(cell, base, base_values) if base else None
+            ratio = analysis.ratio_point(cell, base_values)
             notes = notes_of(cell)
-            if not base and cell.p:
+            if not base_values and cell.p:
                 notes = "; ".join(filter(None, [notes, "no fitted p = 0 run to compare with"]))
             rows.append([
                 model_name(model), fmt_p(cell.p), cell_sizes(cell),
@@ -292,7 +291,8 @@ def fig1b(sweep: SweepData) -> Table:
                  caption="Figure 1b's numbers: SGD steps until the run fits its training set "
                  f"({fit_threshold_text(all_cells)} training accuracy; {_steps_caption(all_cells)}), over "
                  "the seeds that fitted. A run that did not fit counts its budget, a lower bound (≥). The "
-                 "ratio's interval combines the seeds' t intervals of both runs (relative, in quadrature).",
+                 "ratio's interval takes the seeds' t interval of each side, widened by one epoch of steps "
+                 "(a fit is seen at an epoch's end), low over high and high over low.",
                  notes=(INTERVAL_NOTE,))
 
 
