@@ -1,4 +1,4 @@
-"""Each randomization test checked against the paper's definition (Section 2, pitfalls 1-5)."""
+"""Each randomization test checked against the paper's definition (Section 2)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def _run(kind: str, seed: int = 0, **kw):
 
 
 def test_random_labels_are_independent_of_true_labels():
-    # the true-vs-random confusion matrix is near uniform: each cell ~ n / K^2 (pitfall 2)
+    # the true-vs-random confusion matrix is near uniform: each cell ~ n / K^2 (not a
+    # permutation of the true labels)
     n = 100_000
     true = _labels(n)
     data = corrupt("random-labels", _images(n, 1, 1, 1), true, _images(1, 1, 1, 1), true[:1],

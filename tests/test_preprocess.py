@@ -106,7 +106,7 @@ def test_whitening_clamps_small_std():
 
 
 def test_dividing_by_255_twice_would_hit_the_clamp():
-    """Pitfall 12: with a second /255 the std of a natural image falls under 1/sqrt(n)."""
+    """With a second /255 the std of a natural image falls under 1/sqrt(n)."""
     x = to_unit_float(uint8_images(n=3, h=28, w=28))
     floor = 1 / math.sqrt(3 * 28 * 28)
     assert (x.std(dim=(1, 2, 3), unbiased=False) > floor).all()

@@ -62,7 +62,8 @@ class RunConfig:
     # paper's schedule per step; None = per epoch of the actual (possibly smaller) training set
     decay_samples: int | None = CIFAR10_TRAIN_SIZE
     batch_size: int = 128
-    weight_decay: float = 0.0  # explicit regularizers are all off by default (pitfall 6)
+    # explicit regularizers are all off by default, as in the paper's unregularized rows
+    weight_decay: float = 0.0
     augment: tuple[str, ...] = ()  # subset of ("crop", "flip", "rotate", "color")
 
     # budget and stopping
@@ -81,9 +82,10 @@ class RunConfig:
     # fitting epoch, and the last epoch) is the full one, so steps_to_fit is the same in both.
     train_eval: str = "full"
 
-    # independent seeds (pitfall 13): which labels/pixels are randomized, the initial weights,
-    # the data order (and augmentation, dropout); subset_seed picks the --train-size subset,
-    # kept apart so that runs differing in corruption still see the same images
+    # independent seeds, so that changing one does not change the others: which labels/pixels
+    # are randomized, the initial weights, the data order (and augmentation, dropout);
+    # subset_seed picks the --train-size subset, kept apart so that runs differing in corruption
+    # still see the same images
     corruption_seed: int = 0
     init_seed: int = 0
     data_seed: int = 0

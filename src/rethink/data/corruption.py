@@ -2,7 +2,9 @@
 
 Every function takes an explicit `torch.Generator`, returns NEW tensors and never touches its
 inputs. `corrupt` applies one test to a whole dataset once, before training; the result is kept
-for the whole run and never redrawn (pitfall 1), and test labels always stay true (pitfall 4).
+for the whole run and never redrawn (labels redrawn every epoch could not be memorized: a
+different experiment), and test labels always stay true (test accuracy measures generalization
+to real labels).
 
 Choices where the paper is silent (each switchable, each recorded in the run's config):
 - partial labels: replacement uniform over all K classes (the paper's convention, so about
@@ -112,7 +114,7 @@ def gaussian_pixels(
 
     Moments are taken on the [0, 1] scale (pixels / 255) and the noise is float32 on that
     scale: no rounding to uint8, no wrap-around, no clipping, so the moments are exact in
-    expectation (pitfall 5).
+    expectation (rounding or clipping to 0..255 would shift them).
     """
     if stats not in GAUSSIAN_STATS:
         raise ConfigError(

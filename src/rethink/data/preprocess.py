@@ -22,7 +22,7 @@ def to_unit_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 NHWC in 0..255 -> float32 NCHW in [0, 1].
 
     Only uint8 is accepted: this is the one place that divides by 255, and refusing float input
-    makes a second division (pitfall 12) an error instead of a silently clamped whitening.
+    makes a second division by 255 an error instead of a silently clamped whitening.
     """
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise ConfigError(

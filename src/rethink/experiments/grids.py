@@ -28,10 +28,10 @@ IMAGENET_MODEL = "inception-v3"  # Table 2's model
 FIG1_MODELS = ("inception", "alexnet", "mlp1x512")  # Figure 1b/1c's models
 PIXEL_TESTS = ("shuffled-pixels", "random-pixels", "gaussian")
 
-# Coefficient and rate the paper does not state (reference.md section 4); ours, documented.
+# Coefficient and rate the paper does not state for CIFAR-10; ours, documented.
 WEIGHT_DECAY = 5e-4
 DROPOUT = 0.5
-# Table 2 (ImageNet) reused TensorFlow's Inception V3 setup (reference.md section 4); TF-slim's
+# Table 2 (ImageNet) reused TensorFlow's Inception V3 setup (the paper's appendix); TF-slim's
 # inception_v3 defaults are weight decay 4e-5 and dropout keep_prob 0.8, and its training
 # augmentation crops and perturbs brightness, saturation, hue and contrast (the paper's words).
 IMAGENET_WEIGHT_DECAY = 4e-5

@@ -1,4 +1,4 @@
-"""The paper's published numbers, as plain data (reference.md sections 1, 2c, 6 and 7).
+"""The paper's published numbers, as plain data (Tables 1, 2 and 4, and the theory section's numbers).
 
 Accuracies are in percent, as the paper prints them. Nothing here is computed; the report
 puts these beside our measurements. Model keys are the registry's names.
@@ -93,14 +93,14 @@ TABLE4 = (
 class Table2Row(NamedTuple):
     corruption: str  # "true" or "random-labels"
     regularizer: str  # the grids' label, e.g. "aug+dropout+wd"
-    train_top1: str  # as reference.md gives them; "(x)" is the best test accuracy during training
+    train_top1: str  # as the paper prints them; "(x)" is the best test accuracy during training
     train_top5: str
     test_top1: str
     test_top5: str
 
 
-# Table 2 (appendix B): ImageNet, Inception V3, top-1 / top-5 accuracy (%). Cells reference.md
-# marks UNCONFIRMED (secondary sources only) carry a "?".
+# Table 2 (appendix B): ImageNet, Inception V3, top-1 / top-5 accuracy (%). Cells we could only
+# confirm from secondary sources, not the paper's text, carry a "?".
 TABLE2 = (
     Table2Row("true", "aug+dropout+wd", "92.18", "99.21?", "77.84", "93.92"),
     Table2Row("true", "aug", "92.33", "99.17?", "72.95", "90.43"),

@@ -6,8 +6,9 @@ Each epoch runs the same steps in the same order:
      by (seed, epoch), so a resumed run continues bit-for-bit as if never stopped;
   3. SGD steps over index batches of in-memory tensors; a non-finite loss stops the run
      with status `diverged`;
-  4. evaluate in eval mode over the FULL training set (not a running average, pitfall 9) and
-     over the test set; split train accuracy into clean and corrupted examples;
+  4. evaluate in eval mode over the FULL training set (not the running average over the
+     epoch's batches, which lags a fit) and over the test set; split train accuracy into
+     clean and corrupted examples;
   5. checkpoint, then write the epoch row to the store;
   6. stop when full-train accuracy reaches `fit_threshold` (steps_to_fit), or `epochs_past_fit`
      epochs after that (to see what early stopping could gain), or at max_epochs.
