@@ -111,6 +111,8 @@ def test_table1_fits(spec, expected):
     ({"test": 0.15}, FAILS),
     ({"test": 0.32, "n_test": 100}, INCONCLUSIVE),  # interval straddles chance + 20
     ({**LEARNING, "test": 0.50}, INCONCLUSIVE),
+    ({**LEARNING, "test": 0.15}, INCONCLUSIVE),  # not fitted yet: the claim is about fitted networks
+    ({**STALLED, "test": 0.15}, INCONCLUSIVE),
 ])
 def test_no_regularizer(spec, expected):
     sweep = Builder().add("table1", "mlp3x512", seeds=[spec]).sweep()
@@ -179,8 +181,10 @@ def _starting_at(epoch: int, spe: int = 20) -> dict:
 
 @pytest.mark.parametrize("random_starts, true_starts, expected", [
     ([10, 11, 12], [2, 2, 3], HOLDS),
-    ([2, 2, 3], [2, 3, 2], FAILS),  # no difference beyond one epoch
+    ([2, 2, 2], [2, 2, 3], FAILS),  # the seeds rule out a difference beyond one epoch
+    ([2, 2, 3], [2, 3, 2], INCONCLUSIVE),  # no difference seen, but one epoch of spread allows one
     ([2, 2, 2], [10, 11, 12], FAILS),  # the other way round
+    ([10, 12], [2, 20], INCONCLUSIVE),  # later on average, but the seeds disagree
     ([10], [2], INCONCLUSIVE),  # one seed: no test
 ])
 def test_random_labels_start_later(random_starts, true_starts, expected):
@@ -336,6 +340,15 @@ def test_wilson_interval_matches_the_formula():
     assert (iv.lo, iv.hi) == pytest.approx((lo, hi))  # one seed: the binomial part alone
     wide = stats.accuracy_interval([0.45, 0.5, 0.55], 100)
     assert wide.lo < lo and wide.hi > hi  # seeds widen it
+    spread = stats.accuracy_interval([0.212, 0.283], 1000)  # two seeds: t with one degree of freedom
+    assert spread.lo == 0.0 and spread.hi == pytest.approx(0.699, abs=0.001)
+    assert stats.accuracy_interval([0.97, 0.999], 10_000).hi == 1.0  # never past 100%
+
+
+def test_difference_upper_bound():
+    assert stats.difference_upper([40, 40, 40], [40, 40, 60]) == pytest.approx(12.80, abs=0.01)
+    assert stats.difference_upper([3.0, 3.0], [1.0, 1.0]) == 2.0  # no spread: exact
+    assert stats.difference_upper([3.0], [1.0, 2.0]) is None
 
 
 def test_trend_test_is_one_sided():
@@ -348,3 +361,13 @@ def test_partial_seeds_are_inconclusive_not_unmeasured():
     for k in ("shuffled-pixels", "random-pixels", "gaussian"):
         b.add("fig1a", "alexnet", k, seeds=[{}, {"status": "not run", "fitted": False}])
     assert only(F.pixels(b.sweep())) == INCONCLUSIVE
+
+
+def test_summary_counts_each_verdict_per_source():
+    from rethink.report.document import Finding
+    from rethink.report.sections import verdict_counts
+
+    found = [Finding("a", "", "", HOLDS), Finding("b", "", "", HOLDS), Finding("c", "", "", FAILS),
+             Finding("d", "", "", HOLDS, source="Arpit et al. 2017")]
+    assert verdict_counts(found, "Zhang et al. 2017") == (
+        "holds: 2, does not hold: 1, inconclusive: 0, not measured: 0")

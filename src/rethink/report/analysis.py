@@ -67,7 +67,7 @@ def ratio_point(cell: Cell, base_values: Sequence[float]) -> RatioPoint | None:
     lo = hi = value  # the baseline itself: 1 by definition
     if cell.p != 0:
         epoch = cell.steps_per_epoch or 0
-        lo = (top.lo - epoch) / (base.hi + epoch)
+        lo = max(0.0, top.lo - epoch) / (base.hi + epoch)
         hi = (top.hi + epoch) / max(base.lo - epoch, 1.0)
     return RatioPoint(cell.p, value, lo, hi, any(not o.fitted for o in cell.results),
                       max(len(values), len(base_values)))

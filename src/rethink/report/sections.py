@@ -373,7 +373,7 @@ SECTIONS = {
 
 def verdict_counts(found: list[Finding], source: str) -> str:
     counts = Counter(f.verdict for f in found if f.source == source)
-    return ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
+    return ", ".join(f"{v}: {counts[v]}" for v in VERDICTS)
 
 
 def summary_section(found: list[Finding]) -> Section:

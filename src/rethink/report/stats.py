@@ -110,8 +110,9 @@ def accuracy_interval(values: Sequence[float], n_eval: int | None) -> Interval |
     mean = sum(values) / len(values)
     lo, hi = wilson(mean, n_eval) if n_eval else (mean, mean)
     h = seed_half_width(values)
-    return Interval(mean, mean - math.hypot(mean - lo, h), mean + math.hypot(hi - mean, h),
-                    len(values), n_eval)
+    # an accuracy lies in [0, 1]: a few seeds' t interval can reach past either end
+    low, high = max(0.0, mean - math.hypot(mean - lo, h)), min(1.0, mean + math.hypot(hi - mean, h))
+    return Interval(mean, low, high, len(values), n_eval)
 
 
 def _binomial_half_width(mean: float, n_eval: int | None) -> float:
@@ -155,6 +156,19 @@ def trend(xs: Sequence[float], ys: Sequence[float]) -> Trend | None:
     if not math.isfinite(result.statistic):
         return None
     return Trend(float(result.statistic), float(result.pvalue), len(xs))
+
+
+def difference_upper(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Welch's one-sided 95% upper bound of mean(a) - mean(b); None with fewer than 2 seeds on a
+    side. Equal values on both sides with no spread give the exact difference."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if max(a) == min(a) and max(b) == min(b):
+        return a[0] - b[0]
+    with warnings.catch_warnings():  # one constant side is fine: its variance is 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = scipy_stats.ttest_ind(a, b, equal_var=False, alternative="less")
+        return float(result.confidence_interval(1 - ALPHA).high)
 
 
 def greater(a: Sequence[float], b: Sequence[float]) -> float | None:

@@ -66,14 +66,17 @@ def fitted_text(cell: Cell | None) -> str:
 
 
 def seed_value(cell: Cell | None, values: list[float], *, scale: float = 1.0, digits: int = 0,
-               signed: bool = False) -> str:
+               signed: bool = False, counts: bool = False) -> str:
     """A number that varies only with the seed (steps, epochs, a gap), with its t interval, and how
-    many of the cell's seeds it covers."""
+    many of the cell's seeds it covers. `counts`: the values cannot be negative (steps, rates), so
+    the interval is cut at 0."""
     if cell is None:
         return "not in sweep"
     iv = mean_interval(values)
     if iv is None:
         return "-"
+    if counts:
+        iv = Interval(iv.estimate, max(0.0, iv.lo), iv.hi, iv.seeds, iv.n_eval)
     text = fmt_interval(iv, scale=scale, digits=digits, signed=signed)
     return text + (f" ({iv.seeds} of {cell.n_seeds} seeds)" if iv.seeds < cell.n_seeds else "")
 
@@ -248,7 +251,8 @@ def fig1a(sweep: SweepData) -> Table:
         rows.append([
             model_name(cell.model), paper.CORRUPTION_NAMES.get(cell.corruption, cell.corruption),
             cell_sizes(cell), cell_value(cell, "train_acc"), fitted_text(cell),
-            seed_value(cell, [float(o.steps_to_fit) for o in cell.results if o.fitted and o.steps_to_fit]),
+            seed_value(cell, [float(o.steps_to_fit) for o in cell.results if o.fitted and o.steps_to_fit],
+                       counts=True),
             cell_value(cell, "test_acc"), notes_of(cell),
         ])
     return Table(
@@ -277,14 +281,16 @@ def fig1b(sweep: SweepData) -> Table:
             all_cells.append(cell)
             fitted = [float(o.steps_to_fit) for o in cell.results if o.fitted and o.steps_to_fit]
             budget = [float(o.steps) for o in cell.results if not o.fitted and o.steps]
-            steps = seed_value(cell, fitted) if fitted else (f"≥ {fmt_int(max(budget))}" if budget else "-")
+            steps = (seed_value(cell, fitted, counts=True) if fitted
+                     else f"≥ {fmt_int(max(budget))}" if budget else "-")
             ratio = analysis.ratio_point(cell, base_values)
             notes = notes_of(cell)
             if not base_values and cell.p:
                 notes = "; ".join(filter(None, [notes, "no fitted p = 0 run to compare with"]))
             rows.append([
                 model_name(model), fmt_p(cell.p), cell_sizes(cell),
-                seed_value(cell, cell.values("realized_rate"), digits=3), steps, ratio_text(ratio), notes,
+                seed_value(cell, cell.values("realized_rate"), digits=3, counts=True), steps,
+                ratio_text(ratio), notes,
             ])
     return Table(["model", "p", N_HEADER, "labels changed (fraction)", "steps to fit", "relative to p = 0",
                   "notes"], rows,
@@ -312,7 +318,7 @@ def fig1c(sweep: SweepData) -> Table:
                          f"{at_zero:.2f} (Table 1)" if cell.p == 0 and at_zero is not None else "")
             rows.append([
                 model_name(model), fmt_p(cell.p), cell_sizes(cell),
-                seed_value(cell, cell.values("realized_rate"), digits=3),
+                seed_value(cell, cell.values("realized_rate"), digits=3, counts=True),
                 cell_value(cell, "train_acc"), cell_value(cell, "test_acc"),
                 "-" if err is None else fmt_interval(err), paper_err, notes_of(cell),
             ])
@@ -335,7 +341,7 @@ def memorization_order(sweep: SweepData) -> Table:
             corrupted = [analysis.first_epoch_at(c, "train_acc_corrupted", level) for c in curves]
             rows.append([
                 model_name(model), fmt_p(cell.p), cell_sizes(cell),
-                seed_value(cell, cell.values("realized_rate"), digits=3),
+                seed_value(cell, cell.values("realized_rate"), digits=3, counts=True),
                 "-" if gap is None else fmt_interval(gap, scale=1, digits=1, signed=True),
                 _epochs_text(clean), _epochs_text(corrupted), notes_of(cell),
             ])
