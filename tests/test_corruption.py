@@ -224,8 +224,8 @@ def test_corrupt_labels_properties(n, k, p, seed, convention):
 def test_each_seed_drives_a_stream_of_its_own():
     """Equal numbers for the corruption and subset seeds must not give correlated draws: each
     purpose derives its own stream (a shared Generator(0) would draw the same permutation)."""
-    from rethink.data.pipeline import split_subset
     from rethink.data.preprocess import stratified_subset
+    from rethink.data.rundata import split_subset
     from rethink.seeds import derive_seed, seeded_generator
 
     purposes = {derive_seed(0, "corruption"), derive_seed(0, "subset", "train"),

@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rethink.data import cache, check_data_dir, list_sources, load_dataset, sources
+from rethink.data import cache, check_data_dir, imagetree, list_sources, load_dataset, sources
 from rethink.data.sources import (
     CIFAR10_CLASSES,
     resolve_cache_dir,
@@ -464,7 +464,7 @@ def test_tar_formats_long_names_and_no_top_dir(tmp_path, cache_dir, monkeypatch,
     opened = []
     real_open = tarfile.open
     monkeypatch.setattr(
-        sources.tarfile, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k)
+        imagetree.tarfile, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k)
     )
     ds = load_dataset(f"folder:{dest}", tmp_path, cache_dir=cache_dir)
     assert ds.classes == tuple(sorted(classes)) and ds.content_hash == tree.content_hash

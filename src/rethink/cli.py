@@ -267,7 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     world = distributed.world_from_env()  # set when torchrun started this process
     if args.nproc > 1 and world is None:
         from rethink.data import load_dataset
-        from rethink.data.pipeline import check_split_size
+        from rethink.data.rundata import check_split_size
 
         # missing or damaged data, sizes the data does not have, batches that cannot be split: one
         # line here, not a failure report from every rank

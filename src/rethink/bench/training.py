@@ -24,7 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from rethink.bench.idiom import idiom_evaluate, idiom_loader, idiom_step, with_stock_lrn
 from rethink.bench.timing import time_reps
 from rethink.config import RunConfig
-from rethink.data.pipeline import RunData, build_run_data
+from rethink.data.pipeline import build_run_data
+from rethink.data.rundata import RunData
 from rethink.data.sources import RawDataset
 from rethink.models import create_model, get_model_info
 from rethink.store import Store

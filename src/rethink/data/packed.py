@@ -50,13 +50,13 @@ import PIL
 import torch
 from PIL import Image
 
+from rethink.data.imagetree import CIFAR10_CLASSES, SPLITS, layout, tar_contents, walk
 from rethink.errors import ConfigError, DataError
 from rethink.files import atomic_write
 
 FORMAT = "rethink-pack"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-SPLITS = ("train", "test")
 CHANNELS = 3
 SHARD_BYTES = 1 << 30  # default shard size: about 1 GiB of pixels (4,003 images at 299 x 299)
 DECODE_BATCH = 256  # images decoded, written and hashed per step
@@ -417,7 +417,7 @@ class _Plan:
 
 
 def _val_as_test(paths: list[str]) -> dict[str, str]:
-    """{path as `_layout` should see it: original} with `val/` read as `test/` (ImageNet's name).
+    """{path as `layout` should see it: original} with `val/` read as `test/` (ImageNet's name).
 
     Renamed at the top level, or one level down when everything sits in one enclosing folder, and
     only where there is no `test/` beside it.
@@ -437,23 +437,21 @@ def _val_as_test(paths: list[str]) -> dict[str, str]:
 
 
 def _plan(src: Path, resolution: int, shard_size: int | None) -> _Plan:
-    from rethink.data.sources import CIFAR10_CLASSES, _layout, _tar_contents, _walk
-
     what = f"pack {src}"
     if not src.exists():
         raise DataError(f"{what}: no such file or directory", "give an image-folder directory or tarball")
     if src.is_file():
-        contents, dirs = _tar_contents(src, what)
+        contents, dirs = tar_contents(src, what)
         st = src.stat()
         container = f"tar {st.st_size} {st.st_mtime_ns}"
         stamps = {p: str(len(b)) for p, b in contents.items()}
     else:
-        files, dirs = _walk(src)
+        files, dirs = walk(src)
         contents, container, stamps = None, "dir", {}
     names = list(contents) if contents is not None else files
     files_map = _val_as_test(names)
     dirs_map = _val_as_test(dirs)
-    tree = _layout(list(files_map), list(dirs_map), what, CIFAR10_CLASSES)  # same order as folder:
+    tree = layout(list(files_map), list(dirs_map), what, CIFAR10_CLASSES)  # same order as folder:
     index = {c: i for i, c in enumerate(tree.classes)}
     per_image = resolution * resolution * CHANNELS
     size = shard_size or max(1, SHARD_BYTES // per_image)

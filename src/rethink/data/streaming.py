@@ -56,17 +56,17 @@ import torch
 
 from rethink.config import RunConfig
 from rethink.data.corruption import PIXEL_CORRUPTIONS, corrupt, random_pixels, shuffle_pixels
+from rethink.data.imagetree import SPLITS
 from rethink.data.packed import (
     MANIFEST,
-    SPLITS,
     PackedDataset,
     ShardedImages,
     open_shards,
     read_manifest,
     shard_name,
 )
-from rethink.data.pipeline import CROP_SLACK, RunData, needs_full_images, split_subset
 from rethink.data.preprocess import prepare
+from rethink.data.rundata import CROP_SLACK, RunData, needs_full_images, split_subset
 from rethink.errors import ConfigError, DataError
 from rethink.files import atomic_write
 from rethink.seeds import seeded_generator

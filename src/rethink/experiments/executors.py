@@ -32,7 +32,7 @@ from rethink.files import atomic_write
 from rethink.store import Store
 
 if TYPE_CHECKING:
-    from rethink.experiments.sweep import Progress
+    from rethink.train.loop import RunResult
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -57,6 +57,25 @@ class RunOptions:
     download: bool = False
     device: str = "auto"
     tensorboard: bool = False
+
+
+class Progress(Protocol):
+    """What an executor reports to: a run started, finished or failed (the sweep's record keeps
+    the counts, the ETA and the `[i/N]` lines; an executor only decides where and when runs
+    train)."""
+
+    finished: int
+    failed: int
+
+    def log(self, line: str) -> None: ...
+
+    def prefix(self, job: Job) -> str: ...
+
+    def start(self, job: Job) -> None: ...
+
+    def done(self, job: Job, result: RunResult) -> None: ...
+
+    def fail(self, job: Job, message: str, detail: str) -> None: ...
 
 
 class Executor(Protocol):

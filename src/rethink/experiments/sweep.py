@@ -72,12 +72,9 @@ def unique_runs(points: list[Point]) -> dict[str, RunConfig]:
     return runs
 
 
-class Progress:
-    """What every executor reports back: a run started, finished or failed.
-
-    Keeps the counts and the ETA, prints the `[i/N]` lines, and stores failed runs; the
-    executors only decide where and when runs train.
-    """
+class SweepProgress:
+    """The sweep's record of what its executor reports (`executors.Progress`): keeps the counts
+    and the ETA, prints the `[i/N]` lines, and stores failed runs."""
 
     def __init__(self, points: list[Point], todo: list[Job], per_epoch: dict[str, float],
                  left: dict[str, int], out_dir: Path, log: Callable[[str], None]) -> None:
@@ -170,7 +167,7 @@ def _plan_and_execute(
     options: RunOptions,
     precision: str | None,
     log: Callable[[str], None],
-) -> tuple[str, int, Progress]:
+) -> tuple[str, int, SweepProgress]:
     """Expand, check, register and skip, then hand the runs still to do to the executor.
 
     Returns the sweep id, the number of runs skipped as finished, and the progress record."""
@@ -220,7 +217,7 @@ def _plan_and_execute(
         f"(every remaining run to its epoch budget; runs that fit stop earlier)"
     )
     jobs = [Job(i, rid, runs[rid], stored[rid]) for i, rid in enumerate(todo, 1)]
-    progress = Progress(points, jobs, per_epoch, left, out_dir, log)
+    progress = SweepProgress(points, jobs, per_epoch, left, out_dir, log)
     executor.execute(jobs, options, progress)
     return sid, len(done), progress
 

@@ -40,7 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from rethink.config import RunConfig
-from rethink.data.pipeline import RunData, build_run_data
+from rethink.data.pipeline import build_run_data
+from rethink.data.rundata import RunData
 from rethink.data.sources import RawDataset, load_dataset
 from rethink.errors import CheckpointError, ConfigError, DataError
 from rethink.models import count_params

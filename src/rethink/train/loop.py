@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rethink.config import RunConfig, lr_at
-from rethink.data.pipeline import RunData
+from rethink.data.rundata import RunData
 from rethink.errors import CheckpointError
 from rethink.faults import failpoint
 from rethink.models import create_model, get_model_info, initialize

@@ -26,7 +26,8 @@ import torch
 
 import rethink
 from rethink.config import RunConfig
-from rethink.data.pipeline import RunData, build_run_data
+from rethink.data.pipeline import build_run_data
+from rethink.data.rundata import RunData
 from rethink.data.sources import load_dataset
 from rethink.errors import ConfigError, ResourceError, StoreError
 from rethink.files import atomic_write
