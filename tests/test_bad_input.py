@@ -591,7 +591,7 @@ API_ROWS = [
     Api("config-test-size-negative", validate(test_size=-3), ConfigError, "test_size=-3 must be a positive",
         "fix --test-size"),
     Api("config-decay-samples-zero", validate(decay_samples=0), ConfigError, "decay_samples=0",
-        "fix --decay-samples"),
+        "fix --decay-per"),
     Api("config-input-size-float", validate(input_size=28.5), ConfigError, "input_size=28.5",
         "fix --input-size"),
     Api("config-unknown-key", lambda ctx: RunConfig.from_dict({"modle": "mlp1x512"}), ConfigError,

@@ -142,3 +142,27 @@ def test_where_bf16_is_emulated_auto_is_fp32_and_explicit_bf16_warns(shared_data
     db = sqlite3.connect(tmp_path / "results.sqlite")
     stored = sorted(json.loads(c)["precision"] for (c,) in db.execute("SELECT config FROM runs"))
     assert stored == ["bf16", "fp32"]
+
+
+def test_every_run_option_field_has_its_flag_on_run():
+    import argparse
+    import dataclasses
+
+    from rethink.cli import build_parser
+    from rethink.config import RunConfig, option_flag
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {s for a in subparsers.choices["run"]._actions for s in a.option_strings}
+    fields = [f.name for f in dataclasses.fields(RunConfig)]
+    missing = [n for n in fields if option_flag(n) is not None and f"--{option_flag(n)}" not in flags]
+    assert missing == []
+    assert option_flag("decay_samples") == "decay-per" and option_flag("protocol") is None
+
+
+def test_a_bad_decay_period_names_the_flag_that_sets_it():
+    from rethink.config import RunConfig
+    from rethink.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fix --decay-per"):
+        RunConfig(decay_samples=0).validate()

@@ -60,7 +60,7 @@ class RunConfig:
     lr_decay: float = 0.95
     # x0.95 per 50,000 training samples seen, i.e. per CIFAR-10 epoch, so a subset gets the
     # paper's schedule per step; None = per epoch of the actual (possibly smaller) training set
-    decay_samples: int | None = CIFAR10_TRAIN_SIZE
+    decay_samples: int | None = dataclasses.field(default=CIFAR10_TRAIN_SIZE, metadata={"flag": "decay-per"})
     batch_size: int = 128
     # explicit regularizers are all off by default, as in the paper's unregularized rows
     weight_decay: float = 0.0
@@ -94,7 +94,7 @@ class RunConfig:
     # Raised when a change to rethink makes an equal config compute other numbers, so that a store
     # never mixes the two under one run id. 2: every seed drives a stream of its own
     # (`rethink.seeds.derive_seed(seed, purpose)`), Inception in TF-slim's form.
-    protocol: int = 2
+    protocol: int = dataclasses.field(default=2, metadata={"flag": None})  # not a run option
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(sorted(set(self.augment))))
@@ -211,8 +211,14 @@ def lr_at(config: RunConfig, epoch: int, train_size: int) -> float:
     return config.effective_lr * config.lr_decay ** (epoch * train_size / period)
 
 
+def option_flag(name: str) -> str | None:
+    """The command-line option (without --) that sets RunConfig field `name`; None for a field
+    that is not an option. A field's metadata "flag" overrides the default, its dashed name."""
+    return RunConfig.__dataclass_fields__[name].metadata.get("flag", name.replace("_", "-"))
+
+
 def _flag(name: str) -> str:
-    return name.replace("_", "-")
+    return option_flag(name) or name
 
 
 def _check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
