@@ -24,10 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from test_data_sources import (
-    _Evil,
+from helpers import (
+    EvilPickle,
     fake_cifar_batches,
     idx_bytes,
     make_tree,
@@ -35,6 +33,8 @@ from test_data_sources import (
     write_idx_dir,
     write_image,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rethink import cli
 from rethink.config import AUGMENTATIONS, RunConfig
@@ -245,7 +245,7 @@ def malicious_cifar(tmp: Path) -> Path:
     """A data dir whose CIFAR batch pickles os.system: unpickling it would create tmp/pwned."""
     d = tmp / "data" / "cifar-10-batches-py"
     fake_cifar_batches(d)
-    (d / "data_batch_2").write_bytes(pickle.dumps({b"data": _Evil(tmp / "pwned"), b"labels": [0]}))
+    (d / "data_batch_2").write_bytes(pickle.dumps({b"data": EvilPickle(tmp / "pwned"), b"labels": [0]}))
     return tmp / "data"
 
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
-import io
 import json
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import tarfile
@@ -20,6 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    EvilPickle,
+    fake_cifar_batches,
+    idx_bytes,
+    make_tree,
+    py2_dumps,
+    tar_dir,
+    write_idx_dir,
+    write_image,
+)
 from PIL import Image
 
 from rethink.data import cache, check_data_dir, imagetree, list_sources, load_dataset, sources
@@ -32,115 +40,6 @@ from rethink.data.sources import (
 from rethink.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------------------- fixtures
-
-
-class Py2Pickler(pickle._Pickler):
-    """Writes pickles the way Python 2's cPickle wrote CIFAR's batches: str as byte strings,
-    numpy's array constructor under its old module name `numpy.core.multiarray`."""
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_py2str(self, obj):
-        b = obj.encode("latin1") if isinstance(obj, str) else obj
-        if len(b) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(b)]) + b)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(b)) + b)
-        self.memoize(obj)
-
-    def save_global(self, obj, name=None):
-        module = {"numpy._core.multiarray": "numpy.core.multiarray"}.get(
-            obj.__module__, obj.__module__
-        )
-        self.write(pickle.GLOBAL + f"{module}\n{obj.__name__}\n".encode())
-        self.memoize(obj)
-
-    dispatch[str] = save_py2str
-    dispatch[bytes] = save_py2str
-    dispatch[type] = save_global
-
-
-def py2_dumps(obj) -> bytes:
-    buf = io.BytesIO()
-    Py2Pickler(buf, protocol=2).dump(obj)
-    return buf.getvalue()
-
-
-def fake_cifar_batches(d: Path, per_batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    """Tiny official-format batches; returns the expected decoded arrays."""
-    rng = np.random.default_rng(seed)
-    d.mkdir(parents=True, exist_ok=True)
-    imgs, labs = {}, {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=per_batch)]
-        (d / name).write_bytes(py2_dumps({b"batch_label": b"x", b"data": data, b"labels": labels}))
-        imgs[name], labs[name] = data, labels
-    names = [n.encode() for n in CIFAR10_CLASSES]
-    (d / "batches.meta").write_bytes(py2_dumps({b"label_names": names, b"num_vis": 3072}))
-
-    def nhwc(rows):
-        return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-
-    train = [f"data_batch_{i}" for i in range(1, 6)]
-    return {
-        "train_images": np.concatenate([nhwc(imgs[n]) for n in train]),
-        "train_labels": np.concatenate([labs[n] for n in train]).astype(np.int64),
-        "test_images": nhwc(imgs["test_batch"]),
-        "test_labels": np.array(labs["test_batch"], dtype=np.int64),
-    }
-
-
-def write_image(path: Path, array: np.ndarray, fmt: str = "PNG") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "L" if array.ndim == 2 else "RGB"
-    Image.fromarray(array, mode).save(path, format=fmt)
-
-
-def make_tree(root: Path, classes=("b", "a", "c"), n=(3, 2), size=(6, 5), gray=False, seed=0):
-    """{train,test}/<class>/<i>.png with random pixels; returns {(split, class, i): array}."""
-    rng = np.random.default_rng(seed)
-    shape = (size[1], size[0]) if gray else (size[1], size[0], 3)
-    out = {}
-    for split, count in zip(("train", "test"), n, strict=True):
-        for c in classes:
-            for i in range(count):
-                a = rng.integers(0, 256, size=shape, dtype=np.uint8)
-                write_image(root / split / c / f"{i}.png", a)
-                out[(split, c, i)] = a
-    return out
-
-
-def tar_dir(src: Path, dest: Path, mode: str, arcname: str | None = None) -> Path:
-    with tarfile.open(dest, mode) as tf:
-        tf.add(src, arcname=arcname or src.name)
-    return dest
-
-
-def idx_bytes(a: np.ndarray) -> bytes:
-    return (
-        struct.pack(">BBBB", 0, 0, 0x08, a.ndim)
-        + struct.pack(f">{a.ndim}I", *a.shape)
-        + a.tobytes()
-    )
-
-
-def write_idx_dir(d: Path, n=(12, 5), gz=True, test_prefix="t10k", seed=0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    d.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for split, prefix, count in (("train", "train", n[0]), ("test", test_prefix, n[1])):
-        x = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-        y = (np.arange(count) % 10).astype(np.uint8)
-        for kind, a in (("images-idx3-ubyte", x), ("labels-idx1-ubyte", y)):
-            raw = idx_bytes(a)
-            name = f"{prefix}-{kind}"
-            if gz:
-                (d / f"{name}.gz").write_bytes(gzip.compress(raw))
-            else:
-                (d / name).write_bytes(raw)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = x[..., None], y.astype(np.int64)
-    return arrays
 
 
 def md5(b: bytes) -> str:
@@ -201,14 +100,6 @@ def test_cache_dir_resolution_order(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------- safe unpickling
 
 
-class _Evil:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 class _EvilEval:
     def __reduce__(self):
         return (eval, ("__import__('os').getpid()",))
@@ -217,7 +108,7 @@ class _EvilEval:
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])
 def test_malicious_pickle_is_refused_without_running(tmp_path, protocol):
     marker = tmp_path / "pwned"
-    payload = pickle.dumps({b"data": _Evil(marker), b"labels": []}, protocol=protocol)
+    payload = pickle.dumps({b"data": EvilPickle(marker), b"labels": []}, protocol=protocol)
     with pytest.raises(DataError, match=r"refused to unpickle (posix|os|nt)\.system"):
         safe_unpickle(payload, "batch")
     assert not marker.exists()
@@ -234,7 +125,7 @@ def test_malicious_batch_file_fails_the_load(tmp_path, cache_dir):
     d = tmp_path / "cifar-10-batches-py"
     fake_cifar_batches(d)
     marker = tmp_path / "pwned"
-    (d / "data_batch_3").write_bytes(pickle.dumps({b"data": _Evil(marker)}))
+    (d / "data_batch_3").write_bytes(pickle.dumps({b"data": EvilPickle(marker)}))
     with pytest.raises(DataError, match="data_batch_3: refused") as e:
         load_dataset("cifar10", tmp_path, cache_dir=cache_dir)
     assert not marker.exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import descendants
 
 from rethink.cli import _without_option, main
 from rethink.errors import ConfigError
@@ -21,26 +22,6 @@ from rethink.train.distributed import World, check_batches
 # split 19/19, so uneven shards and the short last batch are both exercised.
 ARGS = ["run", "--dataset", "mnist", "--train-size", "500", "--test-size", "200", "--batch-size", "77",
         "--no-stop-at-fit", "--precision", "fp32", "--model", "mlp1x512"]
-
-
-def descendants(root: int) -> dict[int, bytes]:
-    """pid -> command line of every process below `root`, from /proc (torchrun starts its ranks
-    in their own sessions; Ray's workers are the raylet's children)."""
-    parents: dict[int, list[int]] = {}
-    cmdlines: dict[int, bytes] = {}
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()  # after "(comm)"
-            cmdlines[int(proc.name)] = (proc / "cmdline").read_bytes()
-        except OSError:  # exited meanwhile
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(proc.name))
-    found, todo = [], [root]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return {pid: cmdlines[pid] for pid in found}
 
 
 def _run_id(out) -> str:

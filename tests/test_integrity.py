@@ -7,8 +7,7 @@ import sqlite3
 
 import pytest
 import torch
-from test_sweep import make_image_folder
-from test_train import SMALL, make_raw
+from helpers import SMALL, make_image_folder, make_raw
 
 from rethink.config import RunConfig
 from rethink.errors import CheckpointError, ResourceError

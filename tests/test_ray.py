@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_distributed import descendants
-from test_sweep import _dump, make_image_folder
+from helpers import descendants, dump_store, make_image_folder
 
 from rethink.errors import CheckpointError, ConfigError
 from rethink.experiments.grids import PRESETS
@@ -93,8 +92,8 @@ def test_ray_sweep_stores_what_the_local_executor_stores(swept):
     local, via_ray, root, log = swept
     assert (via_ray.runs, via_ray.finished, via_ray.failed, via_ray.skipped) == (6, 6, 0, 0)
     assert via_ray.sweep_id == local.sweep_id
-    runs_l, epochs_l, points_l = _dump(root / "local" / "results.sqlite")
-    runs_r, epochs_r, points_r = _dump(root / "ray" / "results.sqlite")
+    runs_l, epochs_l, points_l = dump_store(root / "local" / "results.sqlite")
+    runs_r, epochs_r, points_r = dump_store(root / "ray" / "results.sqlite")
     assert points_r == points_l
     assert {r["status"] for r in runs_r} <= {"fitted", "not-fitted"}
     _close(runs_l, runs_r)  # statuses, steps, steps_to_fit, train/test loss and accuracy
@@ -119,7 +118,7 @@ def test_ray_rerun_through_the_cli_skips_everything(swept, dataset, capsys):
     from rethink.cli import main
 
     _, _, root, _ = swept
-    before = _dump(root / "ray" / "results.sqlite")
+    before = dump_store(root / "ray" / "results.sqlite")
     argv = ["reproduce", "--preset", "smoke", "--experiments", "fig1b", "--models", "mlp1x512,alexnet",
             "--dataset", dataset, "--out", str(root / "ray"), "--no-report", "--executor", "ray",
             "--cpus-per-run", "1", "--max-retries", "1"]
@@ -127,7 +126,7 @@ def test_ray_rerun_through_the_cli_skips_everything(swept, dataset, capsys):
     out = capsys.readouterr().out
     assert "(6 already finished)" in out and "0 trained, 6 skipped, 0 failed" in out
     assert "queued" not in out  # nothing was submitted
-    assert _dump(root / "ray" / "results.sqlite") == before
+    assert dump_store(root / "ray" / "results.sqlite") == before
 
 
 def _copy_with_one_run_running(swept, out: Path) -> tuple[sqlite3.Connection, str]:
@@ -141,7 +140,7 @@ def _copy_with_one_run_running(swept, out: Path) -> tuple[sqlite3.Connection, st
 
 def test_an_interrupted_run_resumes_on_the_worker_from_the_drivers_checkpoint(swept, dataset, tmp_path):
     out = tmp_path / "out"
-    before = _dump(swept[2] / "ray" / "results.sqlite")
+    before = dump_store(swept[2] / "ray" / "results.sqlite")
     db, run_id = _copy_with_one_run_running(swept, out)
     curve = "SELECT wall_time FROM epochs WHERE run_id = ? ORDER BY epoch"
     wall_times = db.execute(curve, (run_id,)).fetchall()
@@ -152,7 +151,7 @@ def test_an_interrupted_run_resumes_on_the_worker_from_the_drivers_checkpoint(sw
 
     result = _ray_sweep(out, dataset)
     assert (result.finished, result.skipped) == (1, 5)
-    assert _dump(out / "results.sqlite") == before
+    assert dump_store(out / "results.sqlite") == before
     db = sqlite3.connect(out / "results.sqlite")
     # the same epoch rows, not a retrained run: the worker resumed from the checkpoint we sent
     assert db.execute(curve, (run_id,)).fetchall() == wall_times
@@ -214,7 +213,7 @@ def test_a_killed_worker_is_retried_or_its_run_stored_as_failed(ray_cluster, wor
         sweep.join(timeout=120)
     assert results, "the sweep did not complete"
     [result] = results
-    statuses = [r["status"] for r in _dump(out / "results.sqlite")[0]]
+    statuses = [r["status"] for r in dump_store(out / "results.sqlite")[0]]
     assert result.runs == 2 and len(statuses) == 2
     if max_retries:
         assert (result.finished, result.failed) == (2, 0)

@@ -9,11 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import dump_store, make_image_folder
 
 from rethink.errors import ConfigError
 from rethink.experiments.grids import (
@@ -88,34 +86,8 @@ def test_unknown_preset(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def make_image_folder(root: Path, n_train: int = 12, n_test: int = 10, size: int = 32) -> Path:
-    """Ten classes of small RGB PNGs, each class its own colour pattern plus noise."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", n_train), ("test", n_test)):
-        for k in range(10):
-            folder = root / split / f"class{k}"
-            folder.mkdir(parents=True)
-            base = rng.integers(0, 256, (size, size, 3))
-            for i in range(count):
-                img = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(folder / f"{i}.png")
-    return root
-
-
 SWEEP_ARGS = ["reproduce", "--preset", "smoke", "--experiments", "fig1b,table1",
               "--models", "mlp1x512,alexnet", "--no-report"]
-TIMINGS = ("wall_time", "train_time", "eval_time", "started_at", "finished_at", "versions")
-
-
-def _dump(db_path: Path) -> tuple[list, list, list]:
-    db = sqlite3.connect(db_path)
-    db.row_factory = sqlite3.Row
-    runs = [{k: r[k] for k in r.keys() if k not in TIMINGS}  # noqa: SIM118 (Row iterates values)
-            for r in db.execute("SELECT * FROM runs ORDER BY run_id")]
-    epochs = [{k: r[k] for k in r.keys() if k not in TIMINGS}  # noqa: SIM118
-              for r in db.execute("SELECT * FROM epochs ORDER BY run_id, epoch")]
-    points = [tuple(r) for r in db.execute("SELECT * FROM sweep_points ORDER BY experiment, labels")]
-    return runs, epochs, points
 
 
 def _cli(args: list[str], env: dict) -> subprocess.Popen:
@@ -147,8 +119,8 @@ def test_killed_sweep_reruns_to_identical_results_without_duplicates(tmp_path):
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    runs_at_kill = len(_dump(db)[0])
-    total = len(_dump(tmp_path / "a" / "results.sqlite")[0])
+    runs_at_kill = len(dump_store(db)[0])
+    total = len(dump_store(tmp_path / "a" / "results.sqlite")[0])
     assert runs_at_kill >= 3 and victim.returncode == -signal.SIGKILL
     assert runs_at_kill < total or pytest.skip("the sweep finished before the kill")
 
@@ -157,7 +129,7 @@ def test_killed_sweep_reruns_to_identical_results_without_duplicates(tmp_path):
     assert rerun.returncode == 0, out
     assert "already finished" in out or "skipped" in out
 
-    assert _dump(db) == _dump(tmp_path / "a" / "results.sqlite")
+    assert dump_store(db) == dump_store(tmp_path / "a" / "results.sqlite")
     check = sqlite3.connect(db)
     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     per_run = check.execute(
@@ -174,14 +146,14 @@ def test_reproduce_smoke_end_to_end(shared_data_dir, tmp_path):
     out = tmp_path / "runs"
     assert main(["reproduce", "--preset", "smoke", "--data-dir", str(shared_data_dir),
                  "--out", str(out)]) == 0
-    runs, epochs, points = _dump(out / "results.sqlite")
+    runs, epochs, points = dump_store(out / "results.sqlite")
     assert len(runs) == len(unique_runs(build_points(SMOKE)))
     assert all(r["status"] in ("fitted", "not-fitted") for r in runs)
     assert (out / "report" / "index.html").exists() and (out / "report" / "report.md").exists()
     # a second invocation trains nothing
     assert main(["reproduce", "--preset", "smoke", "--data-dir", str(shared_data_dir),
                  "--out", str(out), "--no-report"]) == 0
-    assert _dump(out / "results.sqlite")[:2] == (runs, epochs)
+    assert dump_store(out / "results.sqlite")[:2] == (runs, epochs)
 
 
 def test_cpu_preset_leaves_out_only_what_it_says():

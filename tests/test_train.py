@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import SMALL, make_raw
 
 from rethink.config import RunConfig
 from rethink.data.pipeline import build_run_data
@@ -13,27 +14,6 @@ from rethink.store import Store
 from rethink.train.checkpoint import load_checkpoint
 from rethink.train.loop import fit
 from rethink.train.runner import run
-
-CLASSES = tuple(f"c{i}" for i in range(10))
-
-
-def make_raw(n_train: int = 200, n_test: int = 100, size: int = 10, seed: int = 0) -> RawDataset:
-    """Ten classes of 10x10 RGB images, each class a noisy version of its own template."""
-    g = torch.Generator().manual_seed(seed)
-    templates = torch.randint(0, 256, (10, size, size, 3), generator=g).float()
-
-    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.arange(n) % 10
-        noise = torch.randn(n, size, size, 3, generator=g) * 30
-        return (templates[labels] + noise).clamp(0, 255).to(torch.uint8), labels
-
-    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
-    return RawDataset(name="synthetic", train_images=xtr, train_labels=ytr, test_images=xte,
-                      test_labels=yte, classes=CLASSES, source_hash="s", content_hash="c",
-                      description="synthetic test data")
-
-
-SMALL = dict(dataset="synthetic", input_size=8, batch_size=32, lr=0.05, max_epochs=30)
 
 
 def _fit(config: RunConfig, tmp_path, raw=None, log=lambda s: None):
