@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/rethink reproduce --preset demo --download --out $(OUT)
 
 test: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests scripts
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -3,7 +3,7 @@ random labels, on CIFAR-10 subsets: same fit / no-fit outcome, steps to fit with
 accuracy within 1 point (the criteria of issue 5). Runs go through `rethink.train.runner.run`
 into one results store, so a rerun skips finished runs and resumes an interrupted one.
 
-    python bench/bf16_validation.py --out /path/to/store [--markdown docs/results/bf16.md]
+    python scripts/bf16_validation.py --out /path/to/store [--markdown docs/results/bf16.md]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main() -> None:
     v = software_versions()
     doc = [
         "# bf16 autocast against fp32: the same conclusions?", "",
-        f"`python bench/bf16_validation.py --out STORE`; {v['cpu']}, torch {v['torch']}, "
+        f"`python scripts/bf16_validation.py --out STORE`; {v['cpu']}, torch {v['torch']}, "
         f"{v['torch_threads']} threads, commit {v['git_commit']}. Each pair trains the same config "
         f"(same seeds, `--train-eval screen`) in fp32 and under bf16 autocast, on a stratified CIFAR-10 "
         f"subset (training / test images in the table). Criteria: same outcome (fitted / not fitted in the "

@@ -5,7 +5,7 @@ tensors, the paper's protocol, batch 128) on a stratified subset; the throughput
 of training images divided by the time of the SGD steps of one epoch (eval excluded), taken
 as the median over the epochs after the first (the first pays one-off warm-up costs).
 
-    python bench/trainer_throughput.py [--train-size 3840] [--epochs 3] [--models a,b] [--precisions auto]
+    python scripts/trainer_throughput.py [--train-size 3840] [--epochs 3] [--models a,b] [--precisions auto]
 
 --precisions auto (the default) is fp32, and bf16 where the CPU computes it natively; an explicit
 list is kept (bf16 where it is emulated warns: it runs far slower than fp32).

@@ -3,7 +3,7 @@
 # channels_last for the convolutional models (the trainer's own settings), each timed repetition
 # closed by torch.cuda.synchronize() so wall time covers the queued kernels. The kernel, Theorem 1
 # and data parts are CPU code and are left out here.
-#   bash bench/gpu.sh [--models mlp1x512,alexnet] [extra rethink bench options]
+#   bash scripts/gpu.sh [--models mlp1x512,alexnet] [extra rethink bench options]
 set -euo pipefail
 name=$(python -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
 rethink bench --device cuda --parts throughput,anatomy,fit \

@@ -7,7 +7,7 @@
 3. The data-parallel code path with the NCCL backend (one rank: a single GPU cannot hold two
    NCCL ranks) against a plain run of the same config: the weights must agree.
 
-    PYTHONPATH=src python bench/gpu_scaling.py --out DIR [--classes 40 --per-class 64]
+    PYTHONPATH=src python scripts/gpu_scaling.py --out DIR [--classes 40 --per-class 64]
 
 Prints one JSON line per measurement and writes DIR/gpu_scaling.json.
 """
