@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from rethink.config import RunConfig
-from rethink.train.runner import emulated_bf16_warning, run, software_versions
+from rethink.machine import emulated_bf16_warning, software_versions
+from rethink.train.runner import run
 
 # (model, training subset, test subset, epoch budget), sized so all 20 runs take ~40 min on 2 cores.
 # The test subset matters: two runs at chance on m test images differ by sqrt(2 x 0.09 / m), 1.3

@@ -26,10 +26,11 @@ from PIL import Image
 
 from rethink.config import RunConfig
 from rethink.data.packed import pack_folder
+from rethink.machine import resolve_precision, software_versions
 from rethink.store import Store
 from rethink.train.checkpoint import load_checkpoint
 from rethink.train.distributed import World
-from rethink.train.runner import resolve_precision, run, software_versions
+from rethink.train.runner import run
 
 
 def make_folder(root: Path, classes: int, per_class: int, test_per_class: int, seed: int = 0) -> Path:

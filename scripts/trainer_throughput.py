@@ -23,9 +23,10 @@ import tempfile
 import torch
 
 from rethink.config import RunConfig
+from rethink.machine import bf16_support, emulated_bf16_warning, software_versions
 from rethink.models import list_models
 from rethink.store import Store
-from rethink.train.runner import bf16_support, emulated_bf16_warning, run, software_versions
+from rethink.train.runner import run
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("bf16") is not None:
         import torch
 
-        from rethink.train.runner import bf16_support
+        from rethink.machine import bf16_support
 
         native, why = bf16_support(torch.device("cpu"))
         if not native:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rethink.cli import main
-from rethink.train.runner import native_bf16, resolve_precision
+from rethink.machine import native_bf16, resolve_precision
 
 
 @pytest.mark.parametrize(
@@ -97,34 +97,34 @@ def test_explicit_precision_is_kept_and_auto_follows_the_hardware():
 
 
 def test_bf16_detection_override(monkeypatch):
+    from rethink import machine
     from rethink.errors import ConfigError
-    from rethink.train import runner
 
     cpu = torch.device("cpu")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # set when simulating an AVX2 machine
     monkeypatch.delenv("RETHINK_BF16_NATIVE", raising=False)
-    monkeypatch.setattr(runner, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU
-    assert runner.bf16_support(cpu) == (False, "not native on this CPU (AVX2 only)")
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "fma"})  # an AVX2-only CPU
+    assert machine.bf16_support(cpu) == (False, "not native on this CPU (AVX2 only)")
     monkeypatch.setenv("RETHINK_BF16_NATIVE", "1")
-    assert runner.bf16_support(cpu) == (True, "native (RETHINK_BF16_NATIVE=1)")
-    monkeypatch.setattr(runner, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    assert machine.bf16_support(cpu) == (True, "native (RETHINK_BF16_NATIVE=1)")
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     monkeypatch.setenv("RETHINK_BF16_NATIVE", "0")
-    assert runner.bf16_support(cpu) == (False, "not native (RETHINK_BF16_NATIVE=0)")
+    assert machine.bf16_support(cpu) == (False, "not native (RETHINK_BF16_NATIVE=0)")
     monkeypatch.delenv("RETHINK_BF16_NATIVE")
-    assert runner.bf16_support(cpu) == (True, "native on this CPU (AMX)")
+    assert machine.bf16_support(cpu) == (True, "native on this CPU (AMX)")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN then emulates bf16 even here
-    assert not runner.native_bf16(cpu)
+    assert not machine.native_bf16(cpu)
     monkeypatch.setenv("RETHINK_BF16_NATIVE", "yes")
     with pytest.raises(ConfigError, match="RETHINK_BF16_NATIVE='yes' is neither 0 nor 1"):
-        runner.native_bf16(cpu)
+        machine.native_bf16(cpu)
     monkeypatch.delenv("RETHINK_BF16_NATIVE")
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla V100")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 0))
-    assert runner.bf16_support(torch.device("cuda")) == (
+    assert machine.bf16_support(torch.device("cuda")) == (
         False, "not native on Tesla V100 (needs compute capability 8.0)")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
-    assert runner.native_bf16(torch.device("cuda"))
+    assert machine.native_bf16(torch.device("cuda"))
 
 
 @pytest.mark.realdata

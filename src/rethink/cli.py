@@ -221,8 +221,8 @@ def _add_theory_commands(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):  # -> RunConfig
     from rethink.config import RunConfig
+    from rethink.machine import resolve_device, resolve_precision, warn_on_stderr
     from rethink.train import distributed
-    from rethink.train.runner import resolve_device, resolve_precision, warn_on_stderr
 
     world = distributed.world_from_env()  # under torchrun only rank 0 warns
     warn = warn_on_stderr if world is None or world.is_main else None

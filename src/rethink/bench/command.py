@@ -2,7 +2,7 @@
 write JSON and a Markdown page (docs/benchmarks.md by default for the full run).
 
 --quick (CI) runs every part on tiny sizes in a couple of minutes; its figures are not targets.
-The bf16 parts run only where the device computes bf16 natively (`runner.bf16_support`; where it
+The bf16 parts run only where the device computes bf16 natively (`machine.bf16_support`; where it
 would be emulated, e.g. a CPU with AVX2 alone, they are skipped and the output says so).
 """
 
@@ -22,8 +22,8 @@ from rethink.bench.machine import describe_machine
 from rethink.bench.timing import matmul_peak
 from rethink.data.sources import load_dataset
 from rethink.errors import ConfigError
+from rethink.machine import bf16_support
 from rethink.models import list_models
-from rethink.train.runner import bf16_support
 
 # Steps per timed repetition: enough for ~1 s of work per repetition at full size.
 STEPS = {"mlp1x512": 40, "mlp3x512": 30, "alexnet": 8, "inception": 2, "inception-nobn": 2}

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from rethink.train.runner import cpu_flags, native_bf16, software_versions
+from rethink.machine import cpu_flags, native_bf16, software_versions
 
 
 def describe_machine(device: torch.device | None = None) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class LocalExecutor:
         yield
 
     def resolve_precision(self, name: str, device: str) -> str:
-        from rethink.train.runner import resolve_device, resolve_precision, warn_on_stderr
+        from rethink.machine import resolve_device, resolve_precision, warn_on_stderr
 
         return resolve_precision(name, resolve_device(device), warn=warn_on_stderr)
 
@@ -342,7 +342,7 @@ def _rebuild(error: tuple[type[RethinkError], str, str]) -> RethinkError:
 
 
 def _probe_precision(name: str, device: str) -> tuple[str | None, tuple | None]:
-    from rethink.train.runner import resolve_device, resolve_precision, warn_on_stderr
+    from rethink.machine import resolve_device, resolve_precision, warn_on_stderr
 
     try:  # an emulated-bf16 warning reaches the driver with the worker's stderr
         return resolve_precision(name, resolve_device(device), warn=warn_on_stderr), None

@@ -112,9 +112,9 @@ def cmd_expressivity(args: argparse.Namespace) -> int:
     from rethink.data.corruption import corrupt
     from rethink.data.preprocess import stratified_subset
     from rethink.data.sources import load_dataset
+    from rethink.machine import software_versions
     from rethink.store import Store
     from rethink.theory.expressivity import expressivity_report, fit_multiclass, fit_two_layer
-    from rethink.train.runner import software_versions
 
     config = config_from_args(args)
     start = time.perf_counter()

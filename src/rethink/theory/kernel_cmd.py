@@ -277,8 +277,8 @@ def run_sgd_demo(args: argparse.Namespace, log=print) -> tuple[dict[str, Any], d
 
 
 def _record(out: str, config: dict[str, Any], result: dict[str, Any]) -> str:
+    from rethink.machine import software_versions
     from rethink.store import Store
-    from rethink.train.runner import software_versions
 
     with Store(out) as store:
         return store.record_theory("kernel", config, result, software_versions())

@@ -88,8 +88,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _record(out: str | Path, kind: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+    from rethink.machine import software_versions
     from rethink.store import Store
-    from rethink.train.runner import software_versions
 
     with Store(out) as store:
         store.record_theory(kind, config, result, software_versions())
