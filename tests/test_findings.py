@@ -345,6 +345,12 @@ def test_wilson_interval_matches_the_formula():
     assert stats.accuracy_interval([0.97, 0.999], 10_000).hi == 1.0  # never past 100%
 
 
+def test_mean_interval_is_cut_at_its_floor():
+    assert stats.mean_interval([140.0, 240.0]).lo < 0  # two seeds: t with one degree of freedom
+    cut = stats.mean_interval([140.0, 240.0], floor=0.0)
+    assert cut.lo == 0.0 and cut.hi == stats.mean_interval([140.0, 240.0]).hi
+
+
 def test_difference_upper_bound():
     assert stats.difference_upper([40, 40, 40], [40, 40, 60]) == pytest.approx(12.80, abs=0.01)
     assert stats.difference_upper([3.0, 3.0], [1.0, 1.0]) == 2.0  # no spread: exact

@@ -242,12 +242,12 @@ def _later(sweep: SweepData, late: Cell, early: Cell, late_name: str, early_name
 
 def _mean_text(values: Sequence[float]) -> str:
     """Mean of non-negative values (steps, error %) with its t interval over seeds, cut at 0."""
-    iv = stats.mean_interval(values)
+    iv = stats.mean_interval(values, floor=0.0)
     if iv is None:
         return "-"
     if iv.seeds < 2:
         return f"{iv.estimate:,.0f}"
-    return f"{iv.estimate:,.0f} [{max(0.0, iv.lo):,.0f}, {iv.hi:,.0f}]"
+    return f"{iv.estimate:,.0f} [{iv.lo:,.0f}, {iv.hi:,.0f}]"
 
 
 # ------------------------------------------------------------------ the claims

@@ -91,14 +91,15 @@ def seed_half_width(values: Sequence[float]) -> float:
     return t_quantile(k - 1) * sd / math.sqrt(k)
 
 
-def mean_interval(values: Sequence[float]) -> Interval | None:
-    """Mean over seeds with its t interval (a point interval for one seed)."""
+def mean_interval(values: Sequence[float], *, floor: float | None = None) -> Interval | None:
+    """Mean over seeds with its t interval (a point interval for one seed). `floor`: the least
+    value the quantity can take (0 for steps and rates); a few seeds' interval is cut there."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return None
     mean = sum(values) / len(values)
     h = seed_half_width(values)
-    return Interval(mean, mean - h, mean + h, len(values))
+    return Interval(mean, mean - h if floor is None else max(floor, mean - h), mean + h, len(values))
 
 
 def accuracy_interval(values: Sequence[float], n_eval: int | None) -> Interval | None:

@@ -72,11 +72,9 @@ def seed_value(cell: Cell | None, values: list[float], *, scale: float = 1.0, di
     the interval is cut at 0."""
     if cell is None:
         return "not in sweep"
-    iv = mean_interval(values)
+    iv = mean_interval(values, floor=0.0 if counts else None)
     if iv is None:
         return "-"
-    if counts:
-        iv = Interval(iv.estimate, max(0.0, iv.lo), iv.hi, iv.seeds, iv.n_eval)
     text = fmt_interval(iv, scale=scale, digits=digits, signed=signed)
     return text + (f" ({iv.seeds} of {cell.n_seeds} seeds)" if iv.seeds < cell.n_seeds else "")
 
