@@ -290,17 +290,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     finally:
         distributed.shutdown()
-    if world is not None and not world.is_main:
-        distributed.exit_worker(EXIT_OK)
-    fit = f"fitted at step {result.steps_to_fit}" if result.steps_to_fit is not None else result.status
-    print(
-        f"done {result.run_id}: {fit}; train acc {100 * result.train_acc:.2f}%, "
-        f"test acc {100 * result.test_acc:.2f}% (best {100 * result.best_test_acc:.2f}%), "
-        f"gap {100 * (result.train_acc - result.test_acc):.2f} points, {result.epochs} epochs, "
-        f"{result.steps} steps, {result.wall_time:.0f}s"
-        + (f" [{result.message}]" if result.message else "")
-    )
-    print(f"results: {args.out}/results.sqlite (run {result.run_id}), files in {args.out}/{result.run_id}/")
+    if world is None or world.is_main:
+        fit = f"fitted at step {result.steps_to_fit}" if result.steps_to_fit is not None else result.status
+        print(
+            f"done {result.run_id}: {fit}; train acc {100 * result.train_acc:.2f}%, "
+            f"test acc {100 * result.test_acc:.2f}% (best {100 * result.best_test_acc:.2f}%), "
+            f"gap {100 * (result.train_acc - result.test_acc):.2f} points, {result.epochs} epochs, "
+            f"{result.steps} steps, {result.wall_time:.0f}s"
+            + (f" [{result.message}]" if result.message else "")
+        )
+        print(f"results: {args.out}/results.sqlite (run {result.run_id}), "
+              f"files in {args.out}/{result.run_id}/")
     if world is not None:
         distributed.exit_worker(EXIT_OK)
     return EXIT_OK

@@ -161,11 +161,11 @@ class RunConfig:
         for name in ("train_size", "test_size", "decay_samples"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"{name}={value} must be a positive integer", f"fix --{_flag(name)}")
+                raise ConfigError(f"{name}={value} must be a positive integer", f"fix --{option_flag(name)}")
         for name in ("input_size", "batch_size", "max_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name}={value} must be a positive integer", f"fix --{_flag(name)}")
+                raise ConfigError(f"{name}={value} must be a positive integer", f"fix --{option_flag(name)}")
         if not isinstance(self.epochs_past_fit, int) or self.epochs_past_fit < 0:
             raise ConfigError(f"epochs_past_fit={self.epochs_past_fit} must be a non-negative integer",
                               "fix --epochs-past-fit")
@@ -180,7 +180,8 @@ class RunConfig:
         for name in ("corruption_seed", "init_seed", "data_seed", "subset_seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name}={value} must be a non-negative integer", f"fix --{_flag(name)}")
+                raise ConfigError(f"{name}={value} must be a non-negative integer",
+                                  f"fix --{option_flag(name)}")
         if "color" in self.augment and self.corruption == "gaussian":
             raise ConfigError("color augmentation clips pixels to [0, 1], which would change the Gaussian "
                               "noise's distribution", "drop color from --augment")
@@ -217,10 +218,6 @@ def option_flag(name: str) -> str | None:
     return RunConfig.__dataclass_fields__[name].metadata.get("flag", name.replace("_", "-"))
 
 
-def _flag(name: str) -> str:
-    return option_flag(name) or name
-
-
 def _check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"unknown {what} {value!r}", f"choose one of {', '.join(allowed)}")
@@ -243,4 +240,4 @@ def _check_range(
         ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
     if not ok:
         lo, hi = ("(" if open_low else "[") + f"{low:g}", f"{high:g}" + (")" if open_high else "]")
-        raise ConfigError(f"{name}={value} is outside {lo}, {hi}", f"fix --{_flag(name)}")
+        raise ConfigError(f"{name}={value} is outside {lo}, {hi}", f"fix --{option_flag(name)}")
