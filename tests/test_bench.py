@@ -7,8 +7,8 @@ import json
 
 import torch
 
-from rethink.bench.command import check_targets
 from rethink.bench.idiom import PerSampleDataset, with_stock_lrn
+from rethink.bench.suite import check_targets
 from rethink.bench.timing import Timing, time_reps
 from rethink.cli import main
 from rethink.data.preprocess import prepare

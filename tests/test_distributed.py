@@ -12,7 +12,8 @@ import pytest
 import torch
 from helpers import descendants
 
-from rethink.cli import _without_option, main
+from rethink.cli import main
+from rethink.commands.run import without_option
 from rethink.errors import ConfigError
 from rethink.store import Store
 from rethink.train.checkpoint import load_checkpoint
@@ -121,5 +122,5 @@ def test_missing_data_fails_in_one_line_before_launching(tmp_path, capsys):
 
 
 def test_nproc_is_removed_from_the_relaunched_arguments():
-    assert _without_option(["run", "--nproc", "2", "--out", "x"], "--nproc") == ["run", "--out", "x"]
-    assert _without_option(["run", "--nproc=2"], "--nproc") == ["run"]
+    assert without_option(["run", "--nproc", "2", "--out", "x"], "--nproc") == ["run", "--out", "x"]
+    assert without_option(["run", "--nproc=2"], "--nproc") == ["run"]

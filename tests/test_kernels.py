@@ -357,7 +357,7 @@ def test_cli_sgd_end_to_end(shared_data_dir, tmp_path, capsys):
     (["--features", "sift"], "unknown feature map"),
     (["--kernel", "poly"], "unknown kernel"),
     (["--dataset", "nosuchset"], "nosuchset"),
-    (["--train-size", "70000"], "exceeds"),
+    (["--train-size", "70000"], "is larger than the 60000 train images"),
     (["--dtype", "float16"], "dtype"),
     (["--features", "random-conv", "--filters", "10", "--train-size", "100"], "rank"),
     (["--features", "random-conv", "--threshold", "-1"], "bias >= 0"),

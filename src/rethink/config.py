@@ -16,8 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from rethink import options
 from rethink.data.corruption import CORRUPTIONS, GAUSSIAN_STATS, LABEL_NOISE_CONVENTIONS
 from rethink.errors import ConfigError
+from rethink.options import non_negative_int, option, positive_int, word_or
 
 # rotate: uniform in +-25 degrees (Table 4); color: the ImageNet perturbation of brightness,
 # saturation, hue and contrast (Table 2; TF-slim's constants, rethink.data.preprocess.random_color)
@@ -31,65 +33,96 @@ OMIT_AT_DEFAULT = {"train_eval": "full"}
 CIFAR10_TRAIN_SIZE = 50_000  # the paper's epoch, the unit of the default decay schedule
 
 
+# the help sections of `rethink run`
+DATA, MODEL, BUDGET = ("data and randomization test", "model and optimization (paper protocol by default)",
+                       "budget and seeds")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # data
-    dataset: str = "cifar10"
-    train_size: int | None = None  # stratified, seeded subset of the training set; None = all
-    test_size: int | None = None  # stratified subset of the test set; None = all
-    input_size: int = 28  # the paper's centre crop 32 -> 28 for CIFAR-10
+    dataset: str = option("cifar10", "cifar10, mnist, folder:PATH, idx:PATH or packed:DIR", group=DATA)
+    train_size: int | None = option(None, "stratified, seeded training subset (default: all)", group=DATA,
+                                    parse=positive_int)
+    test_size: int | None = option(None, "stratified test subset (default: all)", group=DATA,
+                                   parse=positive_int)
+    # the paper's centre crop 32 -> 28 for CIFAR-10
+    input_size: int = option(28, "centre-crop size", group=DATA, parse=positive_int)
 
     # the randomization test
-    corruption: str = "true"
-    p: float | None = None  # only for "partial"
-    label_noise: str = "uniform"  # the paper's convention; or "incorrect-only"
-    gaussian_stats: str = "per-channel"  # or "global"
-    corrupt_before_crop: bool = False  # pixel tests after the centre crop unless asked
+    corruption: str = option("true", "the randomization test", group=DATA, choices=tuple(CORRUPTIONS))
+    p: float | None = option(None, "label corruption probability (partial only)", group=DATA)
+    # the paper's convention: uniform over all K classes
+    label_noise: str = option("uniform", "partial: how a corrupted label is drawn", group=DATA,
+                              choices=LABEL_NOISE_CONVENTIONS)
+    gaussian_stats: str = option("per-channel", "gaussian: the mean and variance matched", group=DATA,
+                                 choices=GAUSSIAN_STATS)
+    # pixel tests after the centre crop unless asked
+    corrupt_before_crop: bool = option(False, "apply pixel tests at full resolution, before the crop",
+                                       group=DATA)
 
     # model
-    model: str = "mlp1x512"
-    dropout: float = 0.0
+    model: str = option("mlp1x512", "see `rethink models`", group=MODEL)
+    dropout: float = option(0.0, "dropout rate (off by default)", group=MODEL)
     # The paper is silent; its code was TensorFlow, whose layers default to Glorot-uniform
     # weights and zero biases. "torch" (PyTorch's layer defaults) and "he" are switches. With
     # torch's defaults Inception w/o BatchNorm does not train at lr 0.1; with He it diverges.
-    init: str = "glorot"
+    init: str = option("glorot", "weight initialization: glorot (TensorFlow's default), torch or he",
+                       group=MODEL)
 
     # optimization: the paper's protocol
-    lr: float | None = None  # None = the model's paper value (0.1 Inception, 0.01 others)
-    momentum: float = 0.9
-    lr_decay: float = 0.95
+    lr: float | None = option(None, "initial learning rate (default: the model's paper value, 0.1 "
+                                    "Inception, 0.01 others)", group=MODEL)
+    momentum: float = option(0.9, "SGD momentum", group=MODEL)
+    lr_decay: float = option(0.95, "learning-rate decay factor", group=MODEL)
     # x0.95 per 50,000 training samples seen, i.e. per CIFAR-10 epoch, so a subset gets the
     # paper's schedule per step; None = per epoch of the actual (possibly smaller) training set
-    decay_samples: int | None = dataclasses.field(default=CIFAR10_TRAIN_SIZE, metadata={"flag": "decay-per"})
-    batch_size: int = 128
+    decay_samples: int | None = option(
+        CIFAR10_TRAIN_SIZE, "apply the decay per N training samples seen, or per epoch of the actual "
+        "training set (equal on full CIFAR-10)", group=MODEL, flag="decay-per", metavar="epoch|N",
+        parse=word_or("epoch", positive_int))
+    batch_size: int = option(128, "minibatch size", group=MODEL, parse=positive_int)
     # explicit regularizers are all off by default, as in the paper's unregularized rows
-    weight_decay: float = 0.0
-    augment: tuple[str, ...] = ()  # subset of ("crop", "flip", "rotate", "color")
+    weight_decay: float = option(0.0, "L2 coefficient (off by default)", group=MODEL)
+    augment: tuple[str, ...] = option((), "comma list of augmentations (off by default); color is "
+                                          "ImageNet's colour perturbation", group=MODEL,
+                                      choices=AUGMENTATIONS)
 
     # budget and stopping
-    max_epochs: int = 100
-    fit_threshold: float = 1.0  # steps_to_fit: first eval with full-train accuracy >= this
-    stop_at_fit: bool = True
+    max_epochs: int = option(100, "epoch budget", group=BUDGET, parse=positive_int)
+    # steps_to_fit: first eval with full-train accuracy >= this
+    fit_threshold: float = option(1.0, "full-train accuracy that counts as fitted (steps_to_fit)",
+                                  group=BUDGET)
+    stop_at_fit: bool = option(True, "stop training once fitted", group=BUDGET)
     # With stop_at_fit, keep training this many epochs after the fit: what early stopping could
     # gain (best minus final test accuracy) is only visible on a run that goes on past its fit.
-    epochs_past_fit: int = 0
+    epochs_past_fit: int = option(0, "with --stop-at-fit, train this many epochs past the fit "
+                                     "(early-stopping gain)", group=BUDGET, parse=non_negative_int)
 
-    precision: str = "fp32"
+    # the command line's "auto" is resolved per machine (rethink.machine.resolve_precision)
+    precision: str = option("fp32", "bf16 autocast or fp32; auto: bf16 where the device has it natively",
+                            group=MODEL, choices=PRECISIONS, cli_default="auto")
     # The eval-mode pass over the training set after each epoch. "full": every example, every
     # epoch (exact per-epoch learning curves). "screen": examples that were wrong last time go
     # first, and the pass stops once more are wrong than the fit threshold allows: such an epoch
     # certainly did not fit, and its row stores no train loss/accuracy. A complete pass (every
     # fitting epoch, and the last epoch) is the full one, so steps_to_fit is the same in both.
-    train_eval: str = "full"
+    train_eval: str = option("full", "per-epoch eval-mode pass over the training set: every example "
+                                     "(full), or stop once the epoch certainly did not fit (screen: same "
+                                     "steps_to_fit, cheaper epochs)", group=MODEL, choices=TRAIN_EVALS)
 
     # independent seeds, so that changing one does not change the others: which labels/pixels
     # are randomized, the initial weights, the data order (and augmentation, dropout);
     # subset_seed picks the --train-size subset, kept apart so that runs differing in corruption
     # still see the same images
-    corruption_seed: int = 0
-    init_seed: int = 0
-    data_seed: int = 0
-    subset_seed: int = 0
+    corruption_seed: int = option(0, "which labels/pixels are randomized",
+                       group=BUDGET, parse=non_negative_int)
+    init_seed: int = option(0, "the initial weights",
+                       group=BUDGET, parse=non_negative_int)
+    data_seed: int = option(0, "the data order, augmentation and dropout",
+                       group=BUDGET, parse=non_negative_int)
+    subset_seed: int = option(0, "which images a --train-size/--test-size subset keeps",
+                       group=BUDGET, parse=non_negative_int)
 
     # Raised when a change to rethink makes an equal config compute other numbers, so that a store
     # never mixes the two under one run id. 2: every seed drives a stream of its own
@@ -214,8 +247,8 @@ def lr_at(config: RunConfig, epoch: int, train_size: int) -> float:
 
 def option_flag(name: str) -> str | None:
     """The command-line option (without --) that sets RunConfig field `name`; None for a field
-    that is not an option. A field's metadata "flag" overrides the default, its dashed name."""
-    return RunConfig.__dataclass_fields__[name].metadata.get("flag", name.replace("_", "-"))
+    that is not an option."""
+    return options.flag(RunConfig, name)
 
 
 def _check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:

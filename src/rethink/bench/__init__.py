@@ -2,6 +2,7 @@
 
 timing (median/min/max of timed repetitions after warm-up, matmul peak), machine (what ran it),
 idiom (the common reimplementation pattern, our baseline), training (throughput, utilization,
-epoch anatomy, time to fit), solvers (kernel interpolation, Theorem 1, data loading), command
-(the CLI: table, JSON, docs/benchmarks.md).
+epoch anatomy, time to fit), solvers (kernel interpolation, Theorem 1, data loading), suite
+(the plan, one function per part, the targets) and markdown (docs/benchmarks.md); the command
+itself is rethink.commands.bench.
 """

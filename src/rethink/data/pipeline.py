@@ -20,7 +20,7 @@ import math
 import torch
 
 from rethink.config import RunConfig
-from rethink.data.corruption import PIXEL_CORRUPTIONS, corrupt
+from rethink.data.corruption import PIXEL_CORRUPTIONS, CorruptedData, corrupt
 from rethink.data.packed import PackedDataset
 from rethink.data.preprocess import center_crop, prepare
 from rethink.data.rundata import CROP_SLACK, RunData, needs_full_images, split_subset
@@ -39,34 +39,7 @@ def build_run_data(
     """Subset, corrupt and preprocess `raw` as `config` says. Pure: same inputs, same tensors."""
     if isinstance(raw, PackedDataset):
         return build_packed_run_data(config, raw, memory_format=memory_format, device=device)
-    train_images, train_labels = raw.train_images, raw.train_labels
-    test_images, test_labels = raw.test_images, raw.test_labels
-    subset = torch.arange(len(train_labels))
-    if config.train_size is not None:
-        subset = split_subset(train_labels, config.train_size, config.subset_seed, "train", raw.name)
-        train_images, train_labels = train_images[subset], train_labels[subset]
-    if config.test_size is not None:
-        test_idx = split_subset(test_labels, config.test_size, config.subset_seed, "test", raw.name)
-        test_images, test_labels = test_images[test_idx], test_labels[test_idx]
-
-    if config.corruption in PIXEL_CORRUPTIONS and not config.corrupt_before_crop:
-        train_images = _center_crop_nhwc(train_images, config.input_size)
-        test_images = _center_crop_nhwc(test_images, config.input_size)
-    data = corrupt(
-        config.corruption,
-        train_images,
-        train_labels,
-        test_images,
-        test_labels,
-        num_classes=len(raw.classes),
-        seed=config.corruption_seed,
-        p=config.p,
-        label_noise=config.label_noise,
-        gaussian_stats=config.gaussian_stats,
-    )
-    if int(data.train_labels.max()) >= len(raw.classes) or int(data.train_labels.min()) < 0:
-        raise ConfigError(f"{raw.name}: labels outside 0..{len(raw.classes) - 1}", "check the dataset")
-
+    data, subset = randomized_split(config, raw)
     train_full, padding = None, 0
     if needs_full_images(config, raw.train_images.shape[-1], raw.name):
         train_full = data.train_images.to(device)
@@ -94,7 +67,32 @@ def build_run_data(
     )
 
 
-def _center_crop_nhwc(images: torch.Tensor, size: int) -> torch.Tensor:
+def randomized_split(config: RunConfig, raw: RawDataset) -> tuple[CorruptedData, torch.Tensor]:
+    """The uint8 images and labels of the randomization test, before preprocessing: the subsets
+    (subset seed), for pixel tests the centre crop, then the corruption (corruption seed).
+    Returns them and the training subset's indices. Training and the theory commands share it."""
+    train_images, train_labels = raw.train_images, raw.train_labels
+    test_images, test_labels = raw.test_images, raw.test_labels
+    subset = torch.arange(len(train_labels))
+    if config.train_size is not None:
+        subset = split_subset(train_labels, config.train_size, config.subset_seed, "train", raw.name)
+        train_images, train_labels = train_images[subset], train_labels[subset]
+    if config.test_size is not None:
+        test_idx = split_subset(test_labels, config.test_size, config.subset_seed, "test", raw.name)
+        test_images, test_labels = test_images[test_idx], test_labels[test_idx]
+
+    if config.corruption in PIXEL_CORRUPTIONS and not config.corrupt_before_crop:
+        train_images = center_crop_nhwc(train_images, config.input_size)
+        test_images = center_crop_nhwc(test_images, config.input_size)
+    data = corrupt(config.corruption, train_images, train_labels, test_images, test_labels,
+                   num_classes=len(raw.classes), seed=config.corruption_seed, p=config.p,
+                   label_noise=config.label_noise, gaussian_stats=config.gaussian_stats)
+    if int(data.train_labels.max()) >= len(raw.classes) or int(data.train_labels.min()) < 0:
+        raise ConfigError(f"{raw.name}: labels outside 0..{len(raw.classes) - 1}", "check the dataset")
+    return data, subset
+
+
+def center_crop_nhwc(images: torch.Tensor, size: int) -> torch.Tensor:
     return center_crop(images.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from rethink.errors import ConfigError
+from rethink.seeds import seeded_generator
 
 Tensor = torch.Tensor
 
@@ -72,7 +73,7 @@ def sgd(x: Tensor, y: Tensor, w0: Tensor, config: SGDConfig,
     w = w0.double().clone()
     w_np = w.numpy()
     lr = config.lr if config.lr is not None else 1.0 / float((x_np * x_np).sum(1).max())
-    g = torch.Generator().manual_seed(config.seed + 1)
+    g = seeded_generator(config.seed, "sgd-order")
     for epoch in range(1, config.epochs + 1):
         for i in torch.randperm(len(x_np), generator=g).tolist():
             xi = x_np[i]
@@ -98,7 +99,7 @@ def run_sgd(x: Tensor, labels: Tensor, x_test: Tensor, labels_test: Tensor, conf
     w_star = min_norm_solution(x, y)
     star_norm = float(w_star.norm())
     projector_q = torch.linalg.qr(x.T).Q  # (d, n): orthonormal basis of the row space
-    g = torch.Generator().manual_seed(config.seed)
+    g = seeded_generator(config.seed, "sgd-start")
     starts = {"zero": torch.zeros_like(w_star),
               "random": torch.randn(w_star.shape, generator=g, dtype=torch.float64) * config.init_scale}
     runs = []

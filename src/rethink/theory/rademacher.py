@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rethink.config import RunConfig
-from rethink.data.preprocess import prepare, stratified_subset
+from rethink.data.preprocess import prepare
+from rethink.data.rundata import split_subset
 from rethink.data.sources import RawDataset
 from rethink.errors import ConfigError
 from rethink.models import create_model, get_model_info, initialize, list_models
@@ -139,10 +140,7 @@ class RademacherPoint:
 
 def sample_inputs(raw: RawDataset, n: int, config: RademacherConfig) -> Tensor:
     """n training images (stratified, seeded), preprocessed as the paper does, optionally pooled."""
-    if n > len(raw.train_labels):
-        raise ConfigError(f"size {n} is larger than the {len(raw.train_labels)} training images "
-                          f"of {raw.name}", f"pass sizes up to {len(raw.train_labels)}")
-    idx = stratified_subset(raw.train_labels, n, config.seed)
+    idx = split_subset(raw.train_labels, n, config.seed, "train", raw.name)
     x = prepare(raw.train_images[idx], config.input_size)  # (n, C, size, size), whitened
     if config.pool is not None:
         x = F.adaptive_avg_pool2d(x, config.pool)  # (n, C, pool, pool)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from rethink.seeds import seeded_generator
+
 
 @dataclass(frozen=True)
 class SharpnessConfig:
@@ -71,7 +73,7 @@ def perturbed_error(model: nn.Module, x: Tensor, y: Tensor, sigma: float, draws:
 def sharpness_sigma(model: nn.Module, x: Tensor, y: Tensor, config: SharpnessConfig = SharpnessConfig()
                     ) -> Sharpness:
     """Bisection for sigma* (see the module docstring) on a seeded subsample of (x, y)."""
-    g = torch.Generator().manual_seed(config.seed)
+    g = seeded_generator(config.seed, "sharpness-examples")
     if len(y) > config.examples:
         idx = torch.randperm(len(y), generator=g)[: config.examples].sort().values
         x, y = x[idx.to(x.device)], y[idx.to(y.device)]
@@ -80,7 +82,7 @@ def sharpness_sigma(model: nn.Module, x: Tensor, y: Tensor, config: SharpnessCon
 
     def ok(sigma: float) -> tuple[bool, float]:
         # the same noise stream for every sigma: a monotone, less noisy search
-        noise = torch.Generator().manual_seed(config.seed + 1)
+        noise = seeded_generator(config.seed, "sharpness-noise")
         err = perturbed_error(model, x, y, sigma, config.draws, noise)
         return err - base <= config.target, err
 

@@ -14,7 +14,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rethink.commands.common import add_data_options, add_threads_option
 from rethink.errors import ConfigError
+from rethink.options import names
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -28,39 +30,36 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _names(text: str | None) -> tuple[str, ...] | None:
-    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
-
-
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA, else a user cache dir)")
-    p.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_data_options(p, download=False)
+    add_threads_option(p)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("measures", help="complexity measures: stored runs, Rademacher, stability")
     msub = m.add_subparsers(dest="measures_command", required=True, metavar="MODE",
                             parser_class=type(m))
+    m.set_defaults(func=run)
 
     r = msub.add_parser("runs", help="norms, margins, bounds and sharpness of a store's finished runs, "
                                      "and their Kendall tau with the generalization gap")
     r.add_argument("--out", default="runs", help="output directory holding results.sqlite (read only)")
     r.add_argument("--sweep", default=None, help="only this sweep's runs (default: every finished run)")
-    r.add_argument("--runs", default=None, help="comma list of run ids")
+    r.add_argument("--runs", type=names, default=None, help="comma list of run ids")
     r.add_argument("--record-out", default=None,
                    help="where to record the results (default: --out; use another directory while a "
                         "sweep is still writing there)")
-    r.add_argument("--measures", default=None, help="comma list (default: all); see the module docs")
+    r.add_argument("--measures", type=names, default=None,
+                   help="comma list (default: all); see the module docs")
     r.add_argument("--sharpness-draws", type=int, default=5)
     r.add_argument("--sharpness-examples", type=int, default=1000)
     r.add_argument("--recompute", action="store_true", help="ignore results recorded before")
     r.add_argument("--markdown", default=None, metavar="FILE", help="also write the tables as Markdown")
     _data_args(r)
-    r.set_defaults(func=cmd_runs)
 
     d = msub.add_parser("rademacher", help="empirical Rademacher complexity by fitting random signs")
-    d.add_argument("--models", default="mlp1x512,linear", help="comma list: registered models and 'linear'")
+    d.add_argument("--models", type=names, default=("mlp1x512", "linear"),
+                   help="comma list: registered models and 'linear'")
     d.add_argument("--sizes", default="100,500", help="comma list of sample sizes n")
     d.add_argument("--draws", type=int, default=3, help="sign vectors per n")
     d.add_argument("--pool", type=int, default=None, help="average-pool inputs to POOL x POOL pixels")
@@ -70,7 +69,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="runs", help="output directory (results.sqlite)")
     _data_args(d)
-    d.set_defaults(func=cmd_rademacher)
 
     s = msub.add_parser("stability", help="retrain with one example replaced; held-out loss change")
     s.add_argument("--model", default="mlp1x512")
@@ -84,7 +82,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="runs", help="output directory (results.sqlite)")
     _data_args(s)
-    s.set_defaults(func=cmd_stability)
+
+
+def run(args: argparse.Namespace) -> int:
+    modes = {"runs": cmd_runs, "rademacher": cmd_rademacher, "stability": cmd_stability}
+    return modes[args.measures_command](args)
 
 
 def _record(out: str | Path, kind: str, config: dict[str, Any], result: dict[str, Any]) -> None:
@@ -146,7 +148,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rethink.theory.measures import MeasureOptions, measure_runs
     from rethink.theory.sharpness import SharpnessConfig
 
-    options = MeasureOptions(measures=_names(args.measures),
+    options = MeasureOptions(measures=args.measures or None,
                              sharpness=SharpnessConfig(draws=args.sharpness_draws,
                                                        examples=args.sharpness_examples)).validate()
     record_out = Path(args.record_out or args.out)
@@ -154,7 +156,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not args.recompute and (record_out / "results.sqlite").is_file():
         with Store(record_out, readonly=True) as store:
             recorded = store.theory("measures")
-    report = measure_runs(args.out, sweep=args.sweep, run_ids=_names(args.runs), options=options,
+    report = measure_runs(args.out, sweep=args.sweep, run_ids=args.runs or None, options=options,
                           record=lambda c, r: _record(record_out, "measures", c, r), recorded=recorded,
                           data_dir=args.data_dir, cache_dir=args.cache_dir)
     print("\nmeasures (gap = train - test accuracy, points):")
@@ -217,7 +219,7 @@ def cmd_rademacher(args: argparse.Namespace) -> int:
     from rethink.data.sources import load_dataset
     from rethink.theory.rademacher import RademacherConfig, check_model, rademacher
 
-    models, sizes = _names(args.models) or (), _sizes(args.sizes)
+    models, sizes = args.models, _sizes(args.sizes)
     if not models:
         raise ConfigError("no --models given", "e.g. --models mlp1x512,linear")
     configs = [RademacherConfig(model=m, sizes=sizes, draws=args.draws, dataset=args.dataset, pool=args.pool,

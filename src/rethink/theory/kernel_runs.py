@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import time
@@ -21,7 +20,9 @@ from typing import Any
 import torch
 
 from rethink.errors import ConfigError
+from rethink.options import option, positive_int, positive_number
 from rethink.theory import features as ft
+from rethink.theory.implicit_sgd import SGDConfig
 from rethink.theory.kernels import (
     DTYPES,
     KERNELS,
@@ -44,29 +45,41 @@ PAPER_NORM = {("mnist", "pixels"): 220.0, ("mnist", "gabor"): 390.0}
 PAPER_FILTERS = 32_000
 
 
+_RC = ft.RandomConvConfig  # the random-conv defaults (docs/results/theory/kernel.md measures each choice)
+
+
 @dataclass(frozen=True)
 class KernelRunConfig:
-    dataset: str = "mnist"
-    features: str = "pixels"
-    kernel: str | None = None  # default: DEFAULT_KERNEL[features]
-    bandwidth: float | None = None  # rbf only; default: DEFAULT_BANDWIDTH, else the median rule
-    ridge: float = 0.0
-    train_size: int | None = None  # stratified subset; default: the whole training set
-    test_size: int | None = None
-    filters: int = ft.RandomConvConfig.filters
-    # random-conv only (ft.RandomConvConfig; docs/results/theory/kernel.md measures each choice)
-    filter_source: str = ft.RandomConvConfig.source
-    conv_normalize: str = ft.RandomConvConfig.normalize
-    whiten: bool = ft.RandomConvConfig.whiten
-    rectify: str = ft.RandomConvConfig.rectify
-    threshold: float = ft.RandomConvConfig.bias
-    random_threshold: bool = ft.RandomConvConfig.random_bias
-    pool_grid: int = ft.RandomConvConfig.grid
-    standardize: bool = ft.RandomConvConfig.standardize
-    dtype: str = "float32"
-    block_size: int = 1024
-    tol: float = 1e-6
-    seed: int = 0  # subsets and random filters
+    """One `rethink kernel fit`; its fields are the command's options."""
+
+    dataset: str = option("mnist", "mnist, cifar10, folder:PATH or idx:PATH")
+    features: str = option("pixels", "the feature map", choices=ft.FEATURES)
+    kernel: str | None = option(None, f"one of {', '.join(KERNELS)} (default: rbf, linear for random-conv)")
+    bandwidth: float | None = option(None, "rbf sigma in exp(-|x-z|^2/(2 sigma^2)) (default: 5 MNIST pixels, "
+                                           "1.5 MNIST gabor, 6 CIFAR-10 pixels, else 0.5 x median distance)")
+    ridge: float = option(0.0, "solve (K + ridge I) alpha = Y (0: exact interpolation)")
+    train_size: int | None = option(None, "stratified training subset (default: all)", parse=positive_int)
+    test_size: int | None = option(None, "stratified test subset (default: all)", parse=positive_int)
+    filters: int = option(_RC.filters, f"random-conv filters (paper: {PAPER_FILTERS:,})", parse=positive_int)
+    filter_source: str = option(_RC.source, "random-conv filters: gaussian N(0, I) or random training-image "
+                                            "patches", choices=ft.SOURCES)
+    conv_normalize: str = option(_RC.normalize, "random-conv input: per-image standardization, per-patch "
+                                                "contrast normalization, or none", choices=ft.NORMALIZATIONS)
+    whiten: bool = option(_RC.whiten, "random-conv: ZCA-whiten patches and filters with training-patch "
+                                      "statistics")
+    rectify: str = option(_RC.rectify, "random-conv: relu max(0, z - t), or symmetric: max(0, z - t) and "
+                                       "max(0, -z - t)", choices=ft.RECTIFIERS)
+    threshold: float = option(_RC.bias, "random-conv threshold t >= 0")
+    random_threshold: bool = option(_RC.random_bias, "random-conv: each filter's threshold from U(-t, t) "
+                                                     "instead of t")
+    pool_grid: int = option(_RC.grid, "random-conv: average-pool each map over G x G cells",
+                            parse=positive_int)
+    standardize: bool = option(_RC.standardize, "random-conv: standardize each feature with training "
+                                                "statistics, plus an intercept column")
+    dtype: str = option("float32", "kernel storage and factorization", choices=tuple(DTYPES))
+    block_size: int = option(1024, "kernel and Cholesky block rows", parse=positive_int)
+    tol: float = option(1e-6, "relative residual to reach", parse=positive_number)
+    seed: int = option(0, "subsets and random filters")
 
     def validate(self) -> KernelRunConfig:
         ft.get_features(self.features)
@@ -84,8 +97,7 @@ class KernelRunConfig:
             raise ConfigError(f"--bandwidth must be > 0, got {self.bandwidth}", "pass a positive distance")
         if not self.ridge >= 0:
             raise ConfigError(f"--ridge must be >= 0, got {self.ridge}", "0 interpolates exactly")
-        if self.features == "random-conv":
-            ft.check_random_conv(random_conv_config(self))
+        ft.check_random_conv(random_conv_config(self))  # its options are checked whatever the features
         return KernelRunConfig(**{**asdict(self), "kernel": kernel})
 
 
@@ -131,15 +143,12 @@ def median_bandwidth(x: torch.Tensor, m: int = 1000, seed: int = 0) -> float:
     return MEDIAN_FACTOR * float(d[d > 0].median())
 
 
-def _subset(labels: torch.Tensor, size: int | None, seed: int, split: str) -> torch.Tensor | None:
-    from rethink.data.preprocess import stratified_subset
+def _subset(labels: torch.Tensor, size: int | None, seed: int, split: str, name: str) -> torch.Tensor | None:
+    from rethink.data.rundata import split_subset
 
     if size is None or size == len(labels):
         return None
-    if size > len(labels):
-        raise ConfigError(f"--{split}-size {size:,} exceeds the {len(labels):,} {split} examples",
-                          f"choose at most {len(labels):,}")
-    return stratified_subset(labels, size, seed)
+    return split_subset(labels, size, seed, split, name)
 
 
 def _cpu_seconds() -> float:
@@ -159,8 +168,8 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
     config = config.validate()
     t_start, load_start, cpu_start = time.time(), os.getloadavg(), _cpu_seconds()
     raw = load_dataset(config.dataset, data_dir, cache_dir=cache_dir)
-    tr, te = _subset(raw.train_labels, config.train_size, config.seed, "train"), \
-        _subset(raw.test_labels, config.test_size, config.seed, "test")
+    tr = _subset(raw.train_labels, config.train_size, config.seed, "train", raw.name)
+    te = _subset(raw.test_labels, config.test_size, config.seed, "test", raw.name)
     train_x = raw.train_images if tr is None else raw.train_images[tr]
     train_y = raw.train_labels if tr is None else raw.train_labels[tr]
     test_x = raw.test_images if te is None else raw.test_images[te]
@@ -230,18 +239,20 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
 # ----------------------------------------------------------------------------- sgd demo
 
 
-def run_sgd_demo(args: argparse.Namespace, log=print) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_sgd_demo(config: SGDConfig, *, dataset: str, train_size: int | None, test_size: int | None,
+                 compare: tuple[str, ...], data_dir: str | None = None, cache_dir: str | None = None,
+                 log=print) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SGD from 0 and from a random start on a d > n least-squares problem of real images, and the
+    min-norm interpolant's norm and test error on each of the `compare` feature maps."""
     from rethink.data.sources import load_dataset
-    from rethink.theory.implicit_sgd import SGDConfig, min_norm_comparison, run_sgd
+    from rethink.theory.implicit_sgd import min_norm_comparison, run_sgd
 
-    config = SGDConfig(epochs=args.epochs, lr=args.lr, init_scale=args.init_scale, seed=args.seed,
-                       log_every=args.log_every)
-    names = [f.strip() for f in args.compare.split(",") if f.strip()]
+    names = list(compare)
     for name in names:
         ft.get_features(name)
-    raw = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir)
-    tr = _subset(raw.train_labels, args.train_size, args.seed, "train")
-    te = _subset(raw.test_labels, args.test_size, args.seed, "test")
+    raw = load_dataset(dataset, data_dir, cache_dir=cache_dir)
+    tr = _subset(raw.train_labels, train_size, config.seed, "train", raw.name)
+    te = _subset(raw.test_labels, test_size, config.seed, "test", raw.name)
     train_x = raw.train_images if tr is None else raw.train_images[tr]
     train_y = raw.train_labels if tr is None else raw.train_labels[tr]
     test_x = raw.test_images if te is None else raw.test_images[te]
@@ -254,7 +265,8 @@ def run_sgd_demo(args: argparse.Namespace, log=print) -> tuple[dict[str, Any], d
     star = float(w_star.norm())
     zero, rand = runs
     comparison = min_norm_comparison(
-        {name: featurize(KernelRunConfig(features=name, seed=args.seed), train_x, test_x) for name in names},
+        {name: featurize(KernelRunConfig(features=name, seed=config.seed), train_x, test_x)
+         for name in names},
         train_y, test_y)
     summary = (
         f"SGD on {n} {raw.name} images x {d} pixels: from 0, |W - W*|/|W*| = {zero.distance:.1e} "
@@ -274,132 +286,3 @@ def run_sgd_demo(args: argparse.Namespace, log=print) -> tuple[dict[str, Any], d
 
 
 # ----------------------------------------------------------------------------- CLI
-
-
-def _record(out: str, config: dict[str, Any], result: dict[str, Any]) -> str:
-    from rethink.machine import software_versions
-    from rethink.store import Store
-
-    with Store(out) as store:
-        return store.record_theory("kernel", config, result, software_versions())
-
-
-def cmd_fit(args: argparse.Namespace) -> int:
-    config = KernelRunConfig(
-        dataset=args.dataset, features=args.features, kernel=args.kernel, bandwidth=args.bandwidth,
-        ridge=args.ridge, train_size=args.train_size, test_size=args.test_size, filters=args.filters,
-        filter_source=args.filter_source, conv_normalize=args.conv_normalize, whiten=args.whiten,
-        rectify=args.rectify, threshold=args.threshold, random_threshold=args.random_threshold,
-        pool_grid=args.pool_grid, standardize=args.standardize,
-        dtype=args.dtype, block_size=args.block_size, tol=args.tol, seed=args.seed,
-    ).validate()
-    result = run_kernel(config, data_dir=args.data_dir, cache_dir=args.cache_dir)
-    key = _record(args.out, {"experiment": "fit", **asdict(config), "bandwidth": result["bandwidth"]}, result)
-    print(result["summary"])
-    print(f"results: {args.out}/results.sqlite (theory kernel {key})")
-    return 0
-
-
-def cmd_sgd(args: argparse.Namespace) -> int:
-    config, result = run_sgd_demo(args)
-    for row in result["norm_vs_generalization"]:
-        print(f"min-norm linear interpolant on {row['features']} ({row['dim']} dims, rms "
-              f"{row['feature_rms']:.3f}): norm {row['norm']:.4g}, train error "
-              f"{100 * row['train_error']:.2f}%, test error {100 * row['test_error']:.2f}%")
-    key = _record(args.out, config, result)
-    print(result["summary"])
-    print(f"results: {args.out}/results.sqlite (theory kernel {key})")
-    return 0
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{value} must be positive")
-        return value
-    return parse
-
-
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="dataset directory (default: $RETHINK_DATA)")
-    p.add_argument("--cache-dir", help="decoded-array cache (default: $RETHINK_CACHE)")
-    p.add_argument("--out", default="runs", help="output directory for results.sqlite (default: runs)")
-    p.add_argument("--threads", type=_positive(int), default=None, help="torch CPU threads")
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    k = sub.add_parser("kernel", help="Section 5: minimum-norm kernel interpolation and SGD's implicit bias")
-    ksub = k.add_subparsers(dest="kernel_command", required=True, metavar="SUBCOMMAND",
-                            parser_class=type(k))
-
-    f = ksub.add_parser("fit", help="solve K alpha = Y exactly; train/test error, RKHS norm, time, memory")
-    f.add_argument("--dataset", default="mnist",
-                   help="mnist, cifar10, folder:PATH or idx:PATH (default: mnist)")
-    f.add_argument("--features", default="pixels",
-                   help=f"one of {', '.join(ft.FEATURES)} (default: pixels)")
-    f.add_argument("--kernel", default=None,
-                   help=f"one of {', '.join(KERNELS)} (default: rbf, linear for random-conv)")
-    f.add_argument("--bandwidth", type=float, default=None,
-                   help="rbf sigma in exp(-|x-z|^2/(2 sigma^2)) (default: 5 MNIST pixels, 1.5 MNIST "
-                        "gabor, 6 CIFAR-10 pixels, else 0.5 x median distance)")
-    f.add_argument("--ridge", type=float, default=0.0,
-                   help="solve (K + ridge I) alpha = Y (default: 0, exact interpolation)")
-    f.add_argument("--train-size", type=_positive(int), default=None,
-                   help="stratified training subset (default: all)")
-    f.add_argument("--test-size", type=_positive(int), default=None,
-                   help="stratified test subset (default: all)")
-    f.add_argument("--filters", type=_positive(int), default=ft.RandomConvConfig.filters,
-                   help=f"random-conv filters (default: %(default)s; paper: {PAPER_FILTERS:,})")
-    rc = ft.RandomConvConfig
-    f.add_argument("--filter-source", choices=ft.SOURCES, default=rc.source,
-                   help="random-conv filters: gaussian N(0, I) or random training-image patches "
-                        "(default: %(default)s)")
-    f.add_argument("--conv-normalize", choices=ft.NORMALIZATIONS, default=rc.normalize,
-                   help="random-conv input: per-image standardization, per-patch contrast normalization, "
-                        "or none (default: %(default)s)")
-    f.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=rc.whiten,
-                   help="random-conv: ZCA-whiten patches and filters with training-patch statistics "
-                        "(default: %(default)s)")
-    f.add_argument("--rectify", choices=ft.RECTIFIERS, default=rc.rectify,
-                   help="random-conv: relu max(0, z - t), or symmetric: max(0, z - t) and max(0, -z - t) "
-                        "(default: %(default)s)")
-    f.add_argument("--threshold", type=float, default=rc.bias,
-                   help="random-conv threshold t >= 0 (default: %(default)s)")
-    f.add_argument("--random-threshold", action=argparse.BooleanOptionalAction, default=rc.random_bias,
-                   help="random-conv: each filter's threshold from U(-t, t) instead of t "
-                        "(default: %(default)s)")
-    f.add_argument("--pool-grid", type=_positive(int), default=rc.grid,
-                   help="random-conv: average-pool each map over G x G cells (default: %(default)s)")
-    f.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=rc.standardize,
-                   help="random-conv: standardize each feature with training statistics, plus an "
-                        "intercept column (default: %(default)s)")
-    f.add_argument("--dtype", default="float32",
-                   help="kernel storage and factorization: float32 (default) or float64")
-    f.add_argument("--block-size", type=_positive(int), default=1024,
-                   help="kernel and Cholesky block rows (default: %(default)s)")
-    f.add_argument("--tol", type=_positive(float), default=1e-6,
-                   help="relative residual to reach (default: %(default)s)")
-    f.add_argument("--seed", type=int, default=0, help="subset and random-filter seed (default: 0)")
-    _data_args(f)
-    f.set_defaults(func=cmd_fit)
-
-    s = ksub.add_parser("sgd", help="SGD from 0 converges to the min-norm interpolant; random start does not")
-    s.add_argument("--dataset", default="mnist", help="(default: mnist)")
-    s.add_argument("--train-size", type=_positive(int), default=100,
-                   help="n, fewer than the d pixels (default: %(default)s)")
-    s.add_argument("--test-size", type=_positive(int), default=10_000, help="(default: %(default)s)")
-    s.add_argument("--epochs", type=_positive(int), default=1000, help="(default: %(default)s)")
-    s.add_argument("--lr", type=_positive(float), default=None, help="step size (default: 1/max|x|^2)")
-    s.add_argument("--init-scale", type=_positive(float), default=0.05,
-                   help="std of the random start's entries (default: %(default)s)")
-    s.add_argument("--log-every", type=_positive(int), default=100,
-                   help="epochs between progress lines (default: %(default)s)")
-    s.add_argument("--compare", default="pixels,gabor",
-                   help="feature maps for the norm comparison (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0, help="subset, start and order seed (default: 0)")
-    _data_args(s)
-    s.set_defaults(func=cmd_sgd)
