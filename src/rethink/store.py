@@ -19,6 +19,7 @@ from typing import Any
 
 from rethink.errors import StoreError
 from rethink.faults import failpoint
+from rethink.metrics import EPOCH_COLUMNS, SUMMARY_COLUMNS, EpochRow, RunResult, sql_columns
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
@@ -26,30 +27,7 @@ SCHEMA_VERSION = 1
 RUN_STATUSES = ("running", "fitted", "not-fitted", "diverged", "failed")
 FINISHED_STATUSES = ("fitted", "not-fitted", "diverged")
 
-# Per-epoch metrics, in table order. train_* are measured in eval mode over the full training
-# set after the epoch; *_clean / *_corrupted split train accuracy by whether the label changed.
-EPOCH_COLUMNS = (
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "train_acc_clean",
-    "train_acc_corrupted",
-    "test_loss",
-    "test_acc",
-    "best_test_acc",
-    "wall_time",
-    "train_time",
-    "eval_time",
-    # top-5 accuracy (label among the five largest logits), recorded when there are more than
-    # five classes: the paper's ImageNet table (Table 2) reports it beside top-1
-    "train_top5",
-    "test_top5",
-    "best_test_top5",
-)
-
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -59,11 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
     train_size INTEGER, test_size INTEGER,
     realized_rate REAL,
     data_hash TEXT,
-    epochs INTEGER, steps INTEGER,
-    steps_to_fit INTEGER,
-    train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL, best_test_acc REAL,
-    wall_time REAL,
-    message TEXT,
+    {sql_columns(RunResult, SUMMARY_COLUMNS, nullable=True)},
     versions TEXT,
     started_at TEXT, finished_at TEXT
 );
@@ -83,13 +57,7 @@ CREATE TABLE IF NOT EXISTS sweep_points (
 );
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
-    epoch INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    lr REAL, train_loss REAL, train_acc REAL,
-    train_acc_clean REAL, train_acc_corrupted REAL,
-    test_loss REAL, test_acc REAL, best_test_acc REAL, wall_time REAL,
-    train_time REAL, eval_time REAL,
-    train_top5 REAL, test_top5 REAL, best_test_top5 REAL,
+    {sql_columns(EpochRow, EPOCH_COLUMNS)},
     PRIMARY KEY (run_id, epoch)
 );
 CREATE TABLE IF NOT EXISTS theory (
@@ -102,6 +70,11 @@ CREATE TABLE IF NOT EXISTS theory (
     PRIMARY KEY (kind, key)
 );
 """
+
+
+def is_finished(row: dict[str, Any]) -> bool:
+    """Whether a `runs` row is a finished run (fitted, not fitted or diverged)."""
+    return row["status"] in FINISHED_STATUSES
 
 
 def _now() -> str:
@@ -247,8 +220,7 @@ class Store:
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        keys = ("epochs", "steps", "steps_to_fit", "train_loss", "train_acc", "test_loss",
-                "test_acc", "best_test_acc", "wall_time", "message")
+        keys = SUMMARY_COLUMNS
         with self.transaction() as c:
             c.execute(
                 f"UPDATE runs SET status = ?, {', '.join(f'{k} = ?' for k in keys)}, "
@@ -361,6 +333,14 @@ class Store:
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return dict(row) if row else None
+
+    def finished_result(self, run_id: str) -> RunResult | None:
+        """The stored result of a finished run; None if it has not finished (or never started)."""
+        row = self.get_run(run_id)
+        if row is None or not is_finished(row):
+            return None
+        summary = {k: row[k] for k in SUMMARY_COLUMNS} | {"message": row["message"] or ""}
+        return RunResult(run_id=run_id, status=row["status"], **summary)
 
     def runs(self, **where: Any) -> list[dict[str, Any]]:
         clause = " AND ".join(f"{k} = ?" for k in where) or "1"

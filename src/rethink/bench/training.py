@@ -29,7 +29,8 @@ from rethink.data.rundata import RunData
 from rethink.data.sources import RawDataset
 from rethink.models import create_model, get_model_info
 from rethink.store import Store
-from rethink.train.loop import autocast_for, build_model, paper_sgd, sgd_step
+from rethink.train.evaluation import autocast_for
+from rethink.train.loop import build_model, paper_sgd, sgd_step
 from rethink.train.runner import run
 
 BATCH = 128

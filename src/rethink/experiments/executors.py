@@ -30,11 +30,11 @@ from rethink.config import RunConfig
 from rethink.errors import ConfigError, RethinkError
 from rethink.files import atomic_write
 from rethink.store import Store
+from rethink.train.run_folder import CHECKPOINT, RunFolder
 
 if TYPE_CHECKING:
-    from rethink.train.loop import RunResult
+    from rethink.metrics import RunResult
 
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -261,9 +261,8 @@ class RayExecutor:
             raise user_error
 
     def _submit(self, task: Any, job: Job, options: RunOptions, prefix: str) -> Any:
-        ckpt = options.out_dir / job.run_id / CHECKPOINT
         # an interrupted run resumes on the worker from the driver's last checkpoint
-        checkpoint = ckpt.read_bytes() if ckpt.is_file() else None
+        checkpoint = RunFolder.of(options.out_dir, job.run_id).checkpoint_bytes()
         worker_options = {
             "data_dir": None if options.data_dir is None else str(options.data_dir),
             "cache_dir": None if options.cache_dir is None else str(options.cache_dir),
@@ -298,10 +297,8 @@ class RayExecutor:
                 return error
             progress.fail(job, str(error), "")  # e.g. out of memory: this run only, the sweep goes on
             return None
-        run_dir = options.out_dir / job.run_id
         # files first, then the database: a kill in between leaves a checkpoint the rerun resumes
-        for name, data in payload["files"].items():
-            atomic_write(run_dir / Path(name).name, data)
+        RunFolder.of(options.out_dir, job.run_id).put_files(payload["files"])
         for rel, data in payload["tensorboard"].items():
             atomic_write(options.out_dir / "tensorboard" / job.run_id / rel, data)
         with Store(options.out_dir) as store:
@@ -364,9 +361,9 @@ def _train_task(config: RunConfig, checkpoint: bytes | None, options: dict[str, 
     torch.set_num_threads(threads)  # the CPUs Ray gave this task, not the node's
     with tempfile.TemporaryDirectory(prefix="rethink-ray-") as tmp:
         out = Path(tmp)
-        run_dir = out / config.run_id
+        folder = RunFolder.of(out, config.run_id)
         if checkpoint is not None:
-            atomic_write(run_dir / CHECKPOINT, checkpoint)
+            folder.put_files({CHECKPOINT: checkpoint})
         try:
             # printed lines reach the driver's terminal through Ray's log forwarding
             result = run(config, out_dir=out, **options,
@@ -375,10 +372,7 @@ def _train_task(config: RunConfig, checkpoint: bytes | None, options: dict[str, 
             return {"user_error": _user_error(exc), "workdir": tmp}
         with Store(out) as store:
             row, epochs = store.get_run(config.run_id), store.epochs(config.run_id)
-        # every finished file of the run folder (config.json, corruption.npz, checkpoint.pt);
-        # dot-files are atomic writes' temporaries
-        files = {p.name: p.read_bytes() for p in run_dir.iterdir()
-                 if p.is_file() and not p.name.startswith(".")}
+        files = folder.files()  # config.json, corruption.npz, checkpoint.pt
         events = out / "tensorboard" / config.run_id
         tensorboard = ({str(p.relative_to(events)): p.read_bytes() for p in events.rglob("*") if p.is_file()}
                        if events.is_dir() else {})

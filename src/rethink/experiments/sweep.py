@@ -23,8 +23,8 @@ from rethink.errors import ConfigError
 from rethink.experiments.executors import Executor, Job, LocalExecutor, RunOptions
 from rethink.experiments.grids import DEFAULT_EXPERIMENTS, PRESETS, Point, Preset, build_points, sweep_id
 from rethink.fmt import duration
-from rethink.store import FINISHED_STATUSES, Store
-from rethink.train.loop import RunResult
+from rethink.metrics import RunResult
+from rethink.store import Store
 
 # Training images per second of each model on the reference 2-core CPU, fp32, batch 128
 # (docs/results/foundation.md); evaluation runs at about 3x that. Only for time estimates.
@@ -206,7 +206,7 @@ def _plan_and_execute(
                 for p in points
             ],
         )
-        done = {rid for rid in runs if _finished(store, rid)}
+        done = {rid for rid in runs if store.finished_result(rid) is not None}
         todo = [rid for rid in runs if rid not in done]
         stored = {rid: len(store.epochs(rid)) for rid in todo}  # an interrupted run resumes after these
     left = {rid: runs[rid].max_epochs - stored[rid] for rid in todo}  # epochs still to train
@@ -231,11 +231,6 @@ def _check_sizes(configs: Iterable[RunConfig], n_train: int, n_test: int, preset
                     f"which has {have}",
                     "use a smaller preset or another dataset",
                 )
-
-
-def _finished(store: Store, run_id: str) -> bool:
-    row = store.get_run(run_id)
-    return row is not None and row["status"] in FINISHED_STATUSES
 
 
 def _with_dataset(preset: Preset, dataset: str) -> Preset:

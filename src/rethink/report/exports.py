@@ -15,8 +15,8 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rethink.metrics import EPOCH_COLUMNS
 from rethink.report.collect import NOT_RUN, SweepData
-from rethink.store import EPOCH_COLUMNS
 
 EPOCHS_CSV, RUNS_CSV = "epochs.csv", "runs.csv"
 LABELS = ("model", "corruption", "p", "regularizer", "seed")

@@ -46,11 +46,11 @@ from rethink.data.sources import RawDataset, load_dataset
 from rethink.errors import CheckpointError, ConfigError, DataError
 from rethink.models import count_params
 from rethink.report.analysis import kendall_tau
-from rethink.store import FINISHED_STATUSES, Store
+from rethink.store import Store, is_finished
 from rethink.theory import norms
 from rethink.theory.sharpness import Sharpness, SharpnessConfig, pacbayes_bound, sharpness_sigma
-from rethink.train.checkpoint import load_checkpoint
 from rethink.train.loop import build_model
+from rethink.train.run_folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -233,15 +233,12 @@ def load_run(out_dir: str | Path, row: dict[str, Any], raw: RawDataset
         raise DataError(f"run {row['run_id']} was trained on other {raw.name} data "
                         f"(hash {row['data_hash'][:12]}, found {raw.content_hash[:12]})",
                         "pass the --data-dir the run was trained from")
-    path = Path(out_dir) / row["run_id"] / "checkpoint.pt"
-    if not path.is_file():
-        raise CheckpointError(f"run {row['run_id']} has no checkpoint at {path}",
-                              "measures need the run folder next to results.sqlite")
-    state = load_checkpoint(path, row["run_id"])
+    folder = RunFolder.of(out_dir, row["run_id"])
     data = build_run_data(config, raw)
-    if state.get("corruption_sha256") != data.corruption_sha256:
-        raise CheckpointError(f"checkpoint {path} was trained on other data than its config gives",
-                              "the run folder does not belong to this config")
+    state = folder.load_state(data.corruption_sha256)
+    if state is None:
+        raise CheckpointError(f"run {row['run_id']} has no checkpoint at {folder.checkpoint}",
+                              "measures need the run folder next to results.sqlite")
     init = build_model(config, data, torch.device("cpu"))  # the same call, and seed, as fit's
     model = build_model(config, data, torch.device("cpu"))
     model.load_state_dict(state["model"])
@@ -317,7 +314,7 @@ def select_runs(store: Store, sweep: str | None, run_ids: tuple[str, ...] | None
         if missing:
             raise ConfigError(f"no run {missing[0]} in {store.path.parent}", "see `rethink runs --out DIR`")
         rows = [r for r in rows if r["run_id"] in run_ids]
-    return [r for r in rows if r["status"] in FINISHED_STATUSES and r["status"] != "diverged"]
+    return [r for r in rows if is_finished(r) and r["status"] != "diverged"]
 
 
 @dataclass

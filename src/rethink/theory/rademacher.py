@@ -41,8 +41,8 @@ from rethink.data.rundata import split_subset
 from rethink.data.sources import RawDataset
 from rethink.errors import ConfigError
 from rethink.models import create_model, get_model_info, initialize, list_models
+from rethink.seeds import derive_seed
 from rethink.theory.protocol import sgd_epochs
-from rethink.train.loop import derive_seed
 
 LINEAR_LR = 0.01  # the paper's rate for its non-Inception models
 

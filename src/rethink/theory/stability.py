@@ -34,8 +34,9 @@ from rethink.data.pipeline import build_run_data
 from rethink.data.preprocess import prepare
 from rethink.data.sources import RawDataset
 from rethink.errors import ConfigError
+from rethink.seeds import derive_seed
 from rethink.theory.protocol import sgd_epochs
-from rethink.train.loop import build_model, derive_seed
+from rethink.train.loop import build_model
 
 STABILITY_CORRUPTIONS = ("true", "random-labels")
 
