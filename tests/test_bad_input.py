@@ -39,8 +39,7 @@ from hypothesis import strategies as st
 from rethink import cli
 from rethink.commands.run import config_from_args
 from rethink.config import AUGMENTATIONS, RunConfig
-from rethink.data import load_dataset
-from rethink.data import sources as sources_mod
+from rethink.data import downloads, load_dataset
 from rethink.data.corruption import CORRUPTIONS, GAUSSIAN_STATS, LABEL_NOISE_CONVENTIONS, corrupt
 from rethink.data.packed import open_pack, pack_folder
 from rethink.errors import CheckpointError, ConfigError, DataError, RethinkError
@@ -569,8 +568,8 @@ def mnist_label_out_of_range(ctx: Ctx):
     labels[5] = 10
     (d / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
     table = {stem: ("0" * 32, hashlib.md5(gzip.decompress((d / f"{stem}.gz").read_bytes())).hexdigest())
-             for stem in sources_mod.MNIST_FILES}
-    ctx.monkeypatch.setattr(sources_mod, "MNIST_FILES", table)
+             for stem in downloads.MNIST_FILES}
+    ctx.monkeypatch.setattr(downloads, "MNIST_FILES", table)
     return load_dataset("mnist", ctx.tmp / "data")
 
 

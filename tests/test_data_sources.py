@@ -29,13 +29,18 @@ from helpers import (
 )
 from PIL import Image
 
-from rethink.data import cache, check_data_dir, imagetree, list_sources, load_dataset, sources
-from rethink.data.sources import (
-    CIFAR10_CLASSES,
-    resolve_cache_dir,
-    resolve_data_dir,
-    safe_unpickle,
+from rethink.data import (
+    cache,
+    check_data_dir,
+    downloads,
+    formats,
+    imagetree,
+    list_sources,
+    load_dataset,
+    sources,
 )
+from rethink.data.formats import safe_unpickle
+from rethink.data.sources import CIFAR10_CLASSES, resolve_cache_dir, resolve_data_dir
 from rethink.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------------------- fixtures
@@ -166,7 +171,7 @@ def test_cifar_official_tarball(tmp_path, cache_dir, monkeypatch):
     tgz = tar_dir(
         tmp_path / "src" / "cifar-10-batches-py", tmp_path / "cifar-10-python.tar.gz", "w:gz"
     )
-    monkeypatch.setattr(sources, "CIFAR10_MD5", md5(tgz.read_bytes()))
+    monkeypatch.setattr(downloads, "CIFAR10_MD5", md5(tgz.read_bytes()))
     ds = load_dataset("cifar10", tmp_path, cache_dir=cache_dir)
     assert_arrays(ds, expected)
     assert ds.source_hash == hashlib.sha256(tgz.read_bytes()).hexdigest()
@@ -215,17 +220,17 @@ def test_cifar_batches_meta_with_other_classes_is_refused(tmp_path, cache_dir):
 
 def test_idx_parse_rejects_bad_files():
     good = idx_bytes(np.zeros((2, 3, 4), np.uint8))
-    assert sources.parse_idx(good, "f", 3).shape == (2, 3, 4)
+    assert formats.parse_idx(good, "f", 3).shape == (2, 3, 4)
     with pytest.raises(DataError, match="bad magic"):
-        sources.parse_idx(b"\x01" + good[1:], "f", 3)
+        formats.parse_idx(b"\x01" + good[1:], "f", 3)
     with pytest.raises(DataError, match="element type 0x0d"):
-        sources.parse_idx(good[:2] + b"\x0d" + good[3:], "f", 3)
+        formats.parse_idx(good[:2] + b"\x0d" + good[3:], "f", 3)
     with pytest.raises(DataError, match="has 3 dims, expected 1"):
-        sources.parse_idx(good, "f", 1)
+        formats.parse_idx(good, "f", 1)
     with pytest.raises(DataError, match="truncated"):
-        sources.parse_idx(good[:-1], "f", 3)
+        formats.parse_idx(good[:-1], "f", 3)
     with pytest.raises(DataError, match="truncated"):
-        sources.parse_idx(good + b"\0", "f", 3)
+        formats.parse_idx(good + b"\0", "f", 3)
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -262,10 +267,10 @@ def test_idx_count_mismatch_and_missing_file(tmp_path, cache_dir):
 def _fake_mnist_checksums(monkeypatch, d: Path) -> None:
     """Make the tiny files in `d` the 'official' ones, by uncompressed md5."""
     table = {}
-    for stem in sources.MNIST_FILES:
+    for stem in downloads.MNIST_FILES:
         raw = gzip.decompress((d / f"{stem}.gz").read_bytes())
         table[stem] = ("0" * 32, md5(raw))
-    monkeypatch.setattr(sources, "MNIST_FILES", table)
+    monkeypatch.setattr(downloads, "MNIST_FILES", table)
 
 
 def test_mnist_checks_official_checksums(tmp_path, cache_dir, monkeypatch):
@@ -283,9 +288,9 @@ def test_mnist_accepts_official_gz_md5_too(tmp_path, cache_dir, monkeypatch):
     write_idx_dir(tmp_path / "mnist")
     table = {
         s: (md5((tmp_path / "mnist" / f"{s}.gz").read_bytes()), "0" * 32)
-        for s in sources.MNIST_FILES
+        for s in downloads.MNIST_FILES
     }
-    monkeypatch.setattr(sources, "MNIST_FILES", table)
+    monkeypatch.setattr(downloads, "MNIST_FILES", table)
     assert load_dataset("mnist", tmp_path, cache_dir=cache_dir).train_labels.shape == (12,)
 
 
@@ -443,13 +448,13 @@ def test_corrupt_tarball_is_a_data_error(tmp_path, cache_dir):
 
 def _counting_decode(monkeypatch) -> list[str]:
     calls: list[str] = []
-    real = sources._decode_tree
+    real = sources.decode_tree
 
     def spy(*args, **kwargs):
         calls.append("decode")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sources, "_decode_tree", spy)
+    monkeypatch.setattr(sources, "decode_tree", spy)
     return calls
 
 
@@ -575,20 +580,20 @@ def test_mnist_download_tries_mirrors_verifies_and_renames(tmp_path, cache_dir, 
     expected = write_idx_dir(mirror)
     _fake_mnist_checksums(monkeypatch, mirror)
     monkeypatch.setattr(
-        sources, "MNIST_MIRRORS", ((tmp_path / "down").as_uri() + "/", mirror.as_uri() + "/")
+        downloads, "MNIST_MIRRORS", ((tmp_path / "down").as_uri() + "/", mirror.as_uri() + "/")
     )
     data = tmp_path / "data"
     ds = load_dataset("mnist", data, download=True, cache_dir=cache_dir)
     assert_arrays(ds, expected)
     assert sorted(p.name for p in (data / "mnist").iterdir()) == sorted(
-        f"{s}.gz" for s in sources.MNIST_FILES
+        f"{s}.gz" for s in downloads.MNIST_FILES
     )
 
 
 def test_download_with_bad_checksum_leaves_nothing(tmp_path, cache_dir, monkeypatch):
     mirror = tmp_path / "mirror"
     write_idx_dir(mirror)
-    monkeypatch.setattr(sources, "MNIST_MIRRORS", (mirror.as_uri() + "/",))
+    monkeypatch.setattr(downloads, "MNIST_MIRRORS", (mirror.as_uri() + "/",))
     data = tmp_path / "data"
     with pytest.raises(DataError, match="could not download train-images-idx3-ubyte.gz") as e:
         load_dataset("mnist", data, download=True, cache_dir=cache_dir)
@@ -599,8 +604,8 @@ def test_download_with_bad_checksum_leaves_nothing(tmp_path, cache_dir, monkeypa
 def test_cifar_download(tmp_path, cache_dir, monkeypatch):
     expected = fake_cifar_batches(tmp_path / "src" / "cifar-10-batches-py")
     tgz = tar_dir(tmp_path / "src" / "cifar-10-batches-py", tmp_path / "served.tar.gz", "w:gz")
-    monkeypatch.setattr(sources, "CIFAR10_URL", tgz.as_uri())
-    monkeypatch.setattr(sources, "CIFAR10_MD5", md5(tgz.read_bytes()))
+    monkeypatch.setattr(downloads, "CIFAR10_URL", tgz.as_uri())
+    monkeypatch.setattr(downloads, "CIFAR10_MD5", md5(tgz.read_bytes()))
     data = tmp_path / "data"
     assert_arrays(load_dataset("cifar10", data, download=True, cache_dir=cache_dir), expected)
     assert [p.name for p in data.iterdir()] == ["cifar-10-python.tar.gz"]
@@ -608,9 +613,9 @@ def test_cifar_download(tmp_path, cache_dir, monkeypatch):
 
 def test_offline_download_is_one_line(tmp_path, cache_dir, monkeypatch):
     def offline(*args, **kwargs):
-        raise sources.urllib.error.URLError("no network")
+        raise downloads.urllib.error.URLError("no network")
 
-    monkeypatch.setattr(sources.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(downloads.urllib.request, "urlopen", offline)
     with pytest.raises(DataError) as e:
         load_dataset("cifar10", tmp_path, download=True, cache_dir=cache_dir)
     assert "no network" in str(e.value) and "\n" not in str(e.value)
@@ -621,7 +626,7 @@ def test_download_with_the_data_present_never_touches_the_network(tmp_path, cach
     def offline(*args, **kwargs):
         raise AssertionError("the network was used")
 
-    monkeypatch.setattr(sources.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(downloads.urllib.request, "urlopen", offline)
     expected = fake_cifar_batches(tmp_path / "cifar-10-batches-py")
     write_idx_dir(tmp_path / "mnist")
     _fake_mnist_checksums(monkeypatch, tmp_path / "mnist")
@@ -656,8 +661,8 @@ def http_mirror(tmp_path: Path):
 
 
 # `rethink` with the CIFAR-10 URL and md5 replaced (argv 1 and 2), as the tests above monkeypatch them
-_CLI_WITH_MIRROR = ("import sys; from rethink.data import sources; "
-                    "sources.CIFAR10_URL, sources.CIFAR10_MD5 = sys.argv[1:3]; "
+_CLI_WITH_MIRROR = ("import sys; from rethink.data import downloads; "
+                    "downloads.CIFAR10_URL, downloads.CIFAR10_MD5 = sys.argv[1:3]; "
                     "from rethink.cli import main; sys.exit(main(sys.argv[3:]))")
 
 
@@ -758,7 +763,7 @@ def test_real_cifar10_warm_load_reads_the_cache_without_decoding(real_cifar10, s
     def no_decoding(*args, **kwargs):
         raise AssertionError("the warm load decoded the images again")
 
-    monkeypatch.setattr(sources, "_decode_tree", no_decoding)
+    monkeypatch.setattr(sources, "decode_tree", no_decoding)
     again = load_dataset("cifar10", shared_data_dir)
     assert again.content_hash == real_cifar10.content_hash
     assert torch.equal(again.train_labels, real_cifar10.train_labels)

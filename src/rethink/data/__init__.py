@@ -3,6 +3,7 @@
 Data flows source -> cache -> corruption -> preprocessing, as plain tensors.
 """
 
+from rethink.data import packed  # noqa: F401 (registers the packed: source with the registry)
 from rethink.data.sources import (
     RawDataset,
     check_data_dir,

@@ -24,9 +24,9 @@ way, so memory stays bounded. Work
 happens in `.<DIR>.packing/` beside DIR, which is renamed into place at the end; finished shards are
 recorded there, so an interrupted pack resumes at the first unfinished shard.
 
-`open_pack` (the `packed:DIR` source) memory-maps the shards (np.load(mmap_mode="r"), never pickle)
-and checks the manifest, each shard's header and file size without reading pixels; `verify=True`
-also re-hashes them.
+`open_pack` (the `packed:DIR` source, registered here with `rethink.data.sources`) memory-maps the
+shards (np.load(mmap_mode="r"), never pickle) and checks the manifest, each shard's header and file
+size without reading pixels; `verify=True` also re-hashes them.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ import PIL
 import torch
 from PIL import Image
 
+from rethink.data.formats import Arrays
 from rethink.data.imagetree import CIFAR10_CLASSES, SPLITS, layout, tar_contents, walk
+from rethink.data.sources import Located, register_source, resolve_path
 from rethink.errors import ConfigError, DataError
 from rethink.files import atomic_write
 
@@ -322,6 +324,17 @@ def _verify_split(d: Path, spec: dict[str, Any], shards: list[np.ndarray], y: np
             raise DataError(f"{what}: shard {d / rec['name']} does not match its sha256 (corrupt)", fix)
     if hashlib.sha256(y).hexdigest() != spec["labels_sha256"]:
         raise DataError(f"{what}: labels file {d / spec['labels']} does not match its sha256", fix)
+
+
+@register_source("packed:")
+def _packed(arg: str, data_dir: Path, _download: bool) -> Located:
+    d = resolve_path(arg, data_dir, "packed:")
+
+    def not_decoded() -> tuple[Arrays, tuple[str, ...]]:
+        raise AssertionError("a pack is served memory-mapped, never decoded into the cache")
+
+    return Located(f"packed:{d}", (), d, not_decoded, f"pack {d}",
+                   serve=lambda verify: open_pack(d, verify=verify))
 
 
 # ---------------------------------------------------------------------------- decoding one image

@@ -4,77 +4,36 @@ Names: `cifar10`, `mnist`, `folder:PATH` (an image-folder tree or tarball laid o
 `{train,test}/<class>/<image>`) and `idx:PATH` (a directory of IDX files). `load_dataset`
 returns uint8 NHWC tensors, decoded once and then served from `rethink.data.cache`.
 `packed:DIR` (a pack written by `rethink pack`, too big for memory) bypasses the cache:
-`load_dataset` returns a memory-mapped `rethink.data.packed.PackedDataset` instead.
+`load_dataset` returns a memory-mapped `rethink.data.packed.PackedDataset` instead. That source
+is registered by `rethink.data.packed` itself (imported by the package's `__init__`), so this
+module never imports the pack code.
 
 CIFAR-10 comes either as the official pickled batches (read by a restricted unpickler that
 admits numpy arrays and nothing else) or as an image folder of JPEGs (lossy; see
-shared/data/README.md). The official form wins when both are present.
+shared/data/README.md). The official form wins when both are present. The bytes of each format
+are parsed in `rethink.data.formats`; the official URLs, checksums and downloads are in
+`rethink.data.downloads`.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import http.client
-import importlib
-import io
 import os
-import pickle
 import re
-import struct
-import tempfile
-import urllib.error
-import urllib.request
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import PIL
 import torch
-from PIL import Image
-from tqdm import tqdm
 
-from rethink.data import cache
-from rethink.data.imagetree import CIFAR10_CLASSES, SPLITS, Tree, layout, tar_contents, walk
+from rethink.data import cache, downloads
+from rethink.data.formats import Arrays, decode_cifar_batches, decode_tree, gunzip_if_needed, idx_arrays
+from rethink.data.imagetree import CIFAR10_CLASSES, SPLITS, layout, tar_contents, walk
 from rethink.errors import ConfigError, DataError, RethinkError
 
-if TYPE_CHECKING:
-    from rethink.data.packed import PackedDataset
-
 MNIST_CLASSES = tuple(str(i) for i in range(10))
-
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
-# stem -> (md5 of the official .gz, md5 of the uncompressed IDX bytes). Copies re-compressed
-# with other settings (like shared/data/mnist) match only the second; both are accepted.
-MNIST_FILES = {
-    "train-images-idx3-ubyte": (
-        "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "6bbc9ace898e44ae57da46a324031adb",
-    ),
-    "train-labels-idx1-ubyte": (
-        "d53e105ee54ea40749a09fcbcd1e9432",
-        "a25bea736e30d166cdddb491f175f624",
-    ),
-    "t10k-images-idx3-ubyte": (
-        "9fb629c4189551a2d022fa330f9573f3",
-        "2646ac647ad5339dbf082846283269ea",
-    ),
-    "t10k-labels-idx1-ubyte": (
-        "ec29112dd5afa0611ce80d1b7f02629c",
-        "27ae3e4e09519cfbb04c329615203637",
-    ),
-}
-
-
-Arrays = dict[str, np.ndarray]  # the four arrays named in cache.ARRAY_NAMES
 
 
 # ---------------------------------------------------------------------------- the dataset
@@ -128,6 +87,11 @@ def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
 # ---------------------------------------------------------------------------- registry
 
 
+# What a `serve` source returns in place of a RawDataset: for packed:, a memory-mapped
+# rethink.data.packed.PackedDataset. Loosely typed: the registry does not import the pack code.
+ServedDataset = Any
+
+
 @dataclass(frozen=True)
 class Located:
     """What a loader found: the files identifying the source, and how to decode them."""
@@ -139,7 +103,7 @@ class Located:
     description: str
     # Sources that serve their own memory-mapped files (packed:) set this instead of decoding:
     # load_dataset returns serve(verify), skipping the array cache, which would copy them.
-    serve: Callable[[bool], PackedDataset] | None = None
+    serve: Callable[[bool], ServedDataset] | None = None
 
 
 # A loader takes (argument after the prefix or "", data dir, download) and returns Located.
@@ -186,7 +150,7 @@ def load_dataset(
     download: bool = False,
     cache_dir: str | Path | None = None,
     verify: bool = False,
-) -> RawDataset | PackedDataset:
+) -> RawDataset | ServedDataset:
     """Find, verify and decode dataset `name`, or load it from the array cache.
 
     Cached arrays are always re-hashed against their recorded content hash (~0.15 s for
@@ -294,237 +258,7 @@ def _check_sha256sums(name: str, hashes: dict[Path, str]) -> None:
                 )
 
 
-# ---------------------------------------------------------------------------- safe unpickling
-
-
-def _numpy_attr(modules: Sequence[str], attr: str) -> Any:
-    for mod in modules:  # numpy 2 moved numpy.core to numpy._core; try the new home first
-        try:
-            return getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError):
-            continue
-    return None
-
-
-def _safe_globals() -> dict[tuple[str, str], Any]:
-    """The only globals a CIFAR batch may name: what rebuilding numpy arrays needs."""
-    import codecs
-
-    multiarray = ("numpy._core.multiarray", "numpy.core.multiarray")
-    numeric = ("numpy._core.numeric", "numpy.core.numeric")
-    table = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): codecs.encode,  # how Python 3 protocol-2 pickles store bytes
-    }
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        table[(mod, "_reconstruct")] = _numpy_attr(multiarray, "_reconstruct")
-        table[(mod, "scalar")] = _numpy_attr(multiarray, "scalar")
-    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-        table[(mod, "_frombuffer")] = _numpy_attr(numeric, "_frombuffer")  # protocol 5
-    return {k: v for k, v in table.items() if v is not None}
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    pass
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, numbers, strings and numpy arrays; refuses every other global.
-
-    A pickle can only run code through globals it names (find_class); refusing all but the
-    numpy array constructors means no attacker-chosen callable is ever reached.
-    """
-
-    _allowed: dict[tuple[str, str], Any] | None = None
-
-    def find_class(self, module: str, name: str) -> Any:
-        if SafeUnpickler._allowed is None:
-            SafeUnpickler._allowed = _safe_globals()
-        target = SafeUnpickler._allowed.get((module, name))
-        if target is None:
-            raise _RefusedGlobal(f"{module}.{name}")
-        return target
-
-
-def safe_unpickle(data: bytes, what: str) -> Any:
-    """Load a pickle that may hold only plain containers and numpy arrays, else DataError."""
-    try:
-        # encoding="bytes": CIFAR's batches were pickled by Python 2; keys come back as bytes
-        return SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except _RefusedGlobal as e:
-        raise DataError(
-            f"{what}: refused to unpickle {e}: a CIFAR batch may only contain numpy arrays",
-            "this is not an official CIFAR-10 batch file; delete it and download it again",
-        ) from None
-    except Exception as e:  # any malformed pickle: truncated, wrong type, bad opcode
-        raise DataError(
-            f"{what}: not a readable CIFAR batch ({type(e).__name__}: {e})",
-            "the file is corrupt; delete it and download it again",
-        ) from None
-
-
-def _cifar_batch(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 (N,32,32,3), labels int64) from an unpickled CIFAR-10 batch dict."""
-    if not isinstance(obj, dict):
-        raise DataError(
-            f"{what}: expected a dict, found {type(obj).__name__}", "the file is corrupt"
-        )
-    get = lambda k: obj.get(k.encode(), obj.get(k))  # noqa: E731 (keys are bytes or str)
-    data, labels = get("data"), get("labels")
-    if not (
-        isinstance(data, np.ndarray)
-        and data.dtype == np.uint8
-        and data.ndim == 2
-        and data.shape[1] == 3072
-    ):
-        raise DataError(f"{what}: 'data' is not an N x 3072 uint8 array", "the file is corrupt")
-    if not isinstance(labels, list | np.ndarray) or len(labels) != len(data):
-        raise DataError(f"{what}: 'labels' does not match 'data' in length", "the file is corrupt")
-    try:
-        y = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DataError(f"{what}: 'labels' are not integers", "the file is corrupt") from None
-    # rows are channel-major: 1024 red, then green, then blue values, each plane row-major
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), y
-
-
-def _decode_cifar_batches(blobs: dict[str, bytes], where: str) -> tuple[Arrays, tuple[str, ...]]:
-    """Arrays from the raw bytes of data_batch_1..5, test_batch and (optional) batches.meta."""
-    train = [
-        _cifar_batch(
-            safe_unpickle(blobs[f"data_batch_{i}"], f"{where}/data_batch_{i}"),
-            f"{where}/data_batch_{i}",
-        )
-        for i in range(1, 6)
-    ]
-    test_x, test_y = _cifar_batch(
-        safe_unpickle(blobs["test_batch"], f"{where}/test_batch"), f"{where}/test_batch"
-    )
-    classes = CIFAR10_CLASSES
-    if "batches.meta" in blobs:
-        meta = safe_unpickle(blobs["batches.meta"], f"{where}/batches.meta")
-        names = (
-            meta.get(b"label_names", meta.get("label_names")) if isinstance(meta, dict) else None
-        )
-        if names is not None:
-            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-            if names != CIFAR10_CLASSES:
-                raise DataError(
-                    f"{where}/batches.meta: classes {names} are not CIFAR-10's",
-                    "this is not CIFAR-10; load it under another name",
-                )
-    arrays = {
-        "train_images": np.concatenate([x for x, _ in train]),
-        "train_labels": np.concatenate([y for _, y in train]),
-        "test_images": test_x,
-        "test_labels": test_y,
-    }
-    return arrays, classes
-
-
-# ---------------------------------------------------------------------------- IDX files
-
-
-_IDX_TYPES = {0x08: np.uint8}  # the only element type MNIST-style datasets use
-
-
-def parse_idx(data: bytes, what: str, ndim: int | tuple[int, ...]) -> np.ndarray:
-    """Parse IDX bytes: two zero bytes, a type code, the number of dims, big-endian uint32 dims."""
-    ndims = (ndim,) if isinstance(ndim, int) else ndim
-    if len(data) < 4 or data[:2] != b"\0\0":
-        raise DataError(f"{what}: not an IDX file (bad magic number)", "check the file")
-    code, nd = data[2], data[3]
-    if code not in _IDX_TYPES:
-        raise DataError(
-            f"{what}: unsupported IDX element type 0x{code:02x}",
-            "only unsigned-byte (0x08) IDX files are supported",
-        )
-    if nd not in ndims:
-        raise DataError(
-            f"{what}: IDX magic 0x{code:06x}{nd:02x} has {nd} dims, expected "
-            f"{' or '.join(map(str, ndims))}",
-            "check that images and labels are not swapped",
-        )
-    header = 4 + 4 * nd
-    if len(data) < header:
-        raise DataError(f"{what}: truncated IDX header", "the file is incomplete; copy it again")
-    dims = struct.unpack(f">{nd}I", data[4:header])
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(data) != expected:
-        raise DataError(
-            f"{what}: {len(data)} bytes but dims {dims} need {expected}",
-            "the file is truncated or corrupt; copy it again",
-        )
-    return np.frombuffer(data, dtype=_IDX_TYPES[code], offset=header).reshape(dims)
-
-
-def _gunzip_if_needed(data: bytes, what: str) -> bytes:
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(
-            f"{what}: corrupt gzip ({e})", "the file is incomplete; copy it again"
-        ) from None
-
-
 # ---------------------------------------------------------------------------- image folders
-
-
-def _decode_one(blob: bytes) -> np.ndarray | str:
-    """HxWxC uint8 (C=1 for grayscale, else 3), or the reason the bytes are no image."""
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            if im.mode in ("1", "LA", "L"):
-                im = im.convert("L") if im.mode != "L" else im
-                c = 1
-            else:
-                im = im.convert("RGB") if im.mode != "RGB" else im
-                c = 3
-            w, h = im.size
-            return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(h, w, c)
-    except Exception as e:  # PIL raises many types for bad files; all mean "not an image"
-        return f"{type(e).__name__}: {e}"
-
-
-def _decode_tree(tree: Tree, read: Callable[[str], bytes], what: str) -> Arrays:
-    """Decode every image of `tree` into uint8 NHWC arrays; all images must share one size."""
-    index = {c: i for i, c in enumerate(tree.classes)}
-    order = [
-        (split, c, path)
-        for split in SPLITS
-        for c in tree.classes
-        for _, path in tree.groups.get((split, c), [])
-    ]
-    # Serial on purpose: a fork pool of 2 saved only 1.3 s of 9 s on 2 cores (the xz stream and
-    # Pillow's per-file header parsing dominate), and forking a process that already runs
-    # torch's threads risks deadlocks (Python 3.12 warns). The decode happens once per machine.
-    images = [_decode_one(read(path)) for _, _, path in order]
-    first = order[0][2]
-    for (_, _, path), img in zip(order, images, strict=True):
-        if isinstance(img, str):
-            raise DataError(
-                f"{what}: {path} is not a readable image ({img})",
-                "remove it or replace it with a valid image",
-            )
-        if img.shape[:2] != images[0].shape[:2]:
-            (h, w), (h0, w0) = img.shape[:2], images[0].shape[:2]
-            raise DataError(
-                f"{what}: {path} is {w}x{h} but {first} is {w0}x{h0}",
-                "resize all images to one size",
-            )
-    if any(img.shape[2] == 1 for img in images) and any(img.shape[2] == 3 for img in images):
-        # some grayscale among colour images: L -> RGB replicates the plane, as PIL does
-        images = [np.repeat(i, 3, axis=2) if i.shape[2] == 1 else i for i in images]
-    out: Arrays = {}
-    for split in SPLITS:
-        pick = [i for i, (s, _, _) in enumerate(order) if s == split]
-        out[f"{split}_images"] = np.stack([images[i] for i in pick])
-        out[f"{split}_labels"] = np.array([index[order[i][1]] for i in pick], dtype=np.int64)
-    return out
 
 
 def _image_tree(
@@ -536,7 +270,7 @@ def _image_tree(
         def decode_tar() -> tuple[Arrays, tuple[str, ...]]:
             contents, dirs = tar_contents(path, what)
             tree = layout(list(contents), dirs, what, known)
-            return _decode_tree(tree, contents.__getitem__, what), tree.classes
+            return decode_tree(tree, contents.__getitem__, what), tree.classes
 
         return [path], decode_tar
     files, dirs = walk(path)
@@ -544,66 +278,9 @@ def _image_tree(
     used = [path / p for v in tree.groups.values() for _, p in v]
 
     def decode_dir() -> tuple[Arrays, tuple[str, ...]]:
-        return _decode_tree(tree, lambda p: (path / p).read_bytes(), what), tree.classes
+        return decode_tree(tree, lambda p: (path / p).read_bytes(), what), tree.classes
 
     return used, decode_dir
-
-
-# ---------------------------------------------------------------------------- downloads
-
-
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def _copy_with_progress(resp: Any, out: Any, label: str) -> None:
-    length = resp.headers.get("Content-Length") if resp.headers else None
-    total = int(length) if length and length.isdigit() else None
-    # tqdm's disable=None turns the bar off when stderr is not a terminal (tests, logs)
-    with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=None) as bar:
-        while chunk := resp.read(1 << 20):
-            out.write(chunk)
-            bar.update(len(chunk))
-
-
-def download_file(
-    urls: Sequence[str], dest: Path, accept: Callable[[Path], bool], what: str
-) -> Path:
-    """Fetch the first URL that works into `dest`: temp file in the same dir, check, rename.
-
-    `accept(tmp_path)` verifies the bytes (checksums); a file that fails is deleted and the
-    next URL is tried. `dest` is never left half-written.
-    """
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(
-            f"{what}: cannot create {dest.parent} ({e.strerror})", "pass a writable --data-dir"
-        ) from None
-    reasons = []
-    for url in urls:
-        try:
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        except OSError as e:
-            raise DataError(
-                f"{what}: cannot write to {dest.parent} ({e.strerror})",
-                "pass a writable --data-dir",
-            ) from None
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-                _copy_with_progress(resp, out, dest.name)
-            if accept(Path(tmp)):
-                os.replace(tmp, dest)
-                return dest
-            reasons.append(f"{url}: checksum mismatch")
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-            reasons.append(f"{url}: {getattr(e, 'reason', e)}")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    raise DataError(
-        f"{what}: could not download {dest.name} ({'; '.join(reasons)})",
-        f"check the network, or place {dest.name} in {dest.parent} by hand",
-    )
 
 
 # ---------------------------------------------------------------------------- cifar10
@@ -624,7 +301,7 @@ def _cifar_official_dir(d: Path) -> Located:
     )
 
     def decode() -> tuple[Arrays, tuple[str, ...]]:
-        return _decode_cifar_batches({f.name: f.read_bytes() for f in files}, str(d))
+        return decode_cifar_batches({f.name: f.read_bytes() for f in files}, str(d))
 
     return Located(
         "cifar10",
@@ -638,7 +315,7 @@ def _cifar_official_dir(d: Path) -> Located:
 def _cifar_official_tar(tgz: Path) -> Located:
     def decode() -> tuple[Arrays, tuple[str, ...]]:
         raw = tgz.read_bytes()
-        if _md5(raw) != CIFAR10_MD5:
+        if not downloads.cifar10_archive_ok(raw):
             raise DataError(
                 f"cifar10: {tgz} is not the official archive (md5 mismatch)",
                 "delete it and download it again (--download)",
@@ -648,7 +325,7 @@ def _cifar_official_tar(tgz: Path) -> Located:
         missing = [b for b in _CIFAR_BATCHES if b not in blobs]
         if missing:
             raise DataError(f"cifar10: {tgz} lacks {', '.join(missing)}", "download it again")
-        return _decode_cifar_batches(blobs, str(tgz))
+        return decode_cifar_batches(blobs, str(tgz))
 
     return Located(
         "cifar10",
@@ -695,7 +372,7 @@ def _cifar10(_: str, data_dir: Path, download_missing: bool) -> Located:
         if (data_dir / form).exists():
             return _cifar_folder(data_dir / form)
     if download_missing:
-        download_file([CIFAR10_URL], tgz, lambda p: _md5(p.read_bytes()) == CIFAR10_MD5, "cifar10")
+        downloads.download_cifar10(tgz)
         return _cifar_official_tar(tgz)
     raise DataError(
         f"cifar10: no data found in {data_dir}",
@@ -715,38 +392,18 @@ def _find_idx(dirs: Sequence[Path], stem: str) -> Path | None:
     return None
 
 
-def _mnist_checksum_ok(path: Path, raw: bytes) -> bool:
-    gz_md5, raw_md5 = MNIST_FILES[path.name.removesuffix(".gz")]
-    return _md5(raw) == raw_md5 or _md5(path.read_bytes()) == gz_md5
-
-
-def _mnist_download_ok(stem: str) -> Callable[[Path], bool]:
-    gz_md5, raw_md5 = MNIST_FILES[stem]
-
-    def accept(path: Path) -> bool:
-        data = path.read_bytes()
-        try:
-            return _md5(data) == gz_md5 or _md5(gzip.decompress(data)) == raw_md5
-        except (OSError, EOFError, zlib.error):
-            return False
-
-    return accept
-
-
 @register_source("mnist")
 def _mnist(_: str, data_dir: Path, download_missing: bool) -> Located:
     dirs = [data_dir / "mnist", data_dir / "MNIST" / "raw", data_dir]
-    found = {stem: _find_idx(dirs, stem) for stem in MNIST_FILES}
+    found = {stem: _find_idx(dirs, stem) for stem in downloads.MNIST_FILES}
     missing = [s for s, p in found.items() if p is None]
     if missing and download_missing:
         for stem in missing:
-            urls = [m + f"{stem}.gz" for m in MNIST_MIRRORS]
-            dest = data_dir / "mnist" / f"{stem}.gz"
-            found[stem] = download_file(urls, dest, _mnist_download_ok(stem), "mnist")
+            found[stem] = downloads.download_mnist(stem, data_dir / "mnist" / f"{stem}.gz")
     elif missing:
         raise DataError(
             f"mnist: {missing[0]}.gz not found in {data_dir / 'mnist'}",
-            f"place the four MNIST IDX files ({', '.join(s + '.gz' for s in MNIST_FILES)}) "
+            f"place the four MNIST IDX files ({', '.join(s + '.gz' for s in downloads.MNIST_FILES)}) "
             "there, or pass --download",
         )
     paths = {s: p for s, p in found.items() if p is not None}
@@ -754,13 +411,13 @@ def _mnist(_: str, data_dir: Path, download_missing: bool) -> Located:
     def decode() -> tuple[Arrays, tuple[str, ...]]:
         raws = {}
         for stem, p in paths.items():
-            raws[stem] = _gunzip_if_needed(p.read_bytes(), str(p))
-            if not _mnist_checksum_ok(p, raws[stem]):
+            raws[stem] = gunzip_if_needed(p.read_bytes(), str(p))
+            if not downloads.mnist_checksum_ok(p, raws[stem]):
                 raise DataError(
                     f"mnist: {p} does not match the official MNIST checksums",
                     f"delete it and download it again, or load the folder as idx:{p.parent}",
                 )
-        x = _idx_arrays(raws, paths, "mnist")
+        x = idx_arrays(raws, paths, "mnist")
         if x["train_images"].shape[1:] != (28, 28, 1):
             raise DataError(
                 f"mnist: images are {x['train_images'].shape[1:3]}, not 28x28", "check the files"
@@ -777,24 +434,6 @@ def _mnist(_: str, data_dir: Path, download_missing: bool) -> Located:
     )
 
 
-def _idx_arrays(raws: dict[str, bytes], paths: dict[str, Path], what: str) -> Arrays:
-    """Parse the four IDX byte strings keyed by role or MNIST stem, in train/test order."""
-    keys = list(raws)  # train images, train labels, test images, test labels
-    arrays: Arrays = {}
-    for split, (ki, kl) in zip(SPLITS, (keys[0:2], keys[2:4]), strict=True):
-        x = parse_idx(raws[ki], str(paths[ki]), (3, 4))
-        y = parse_idx(raws[kl], str(paths[kl]), 1)
-        if len(x) != len(y):
-            raise DataError(
-                f"{what}: {paths[ki].name} has {len(x)} images but {paths[kl].name} "
-                f"has {len(y)} labels",
-                "the two files are from different datasets",
-            )
-        arrays[f"{split}_images"] = np.ascontiguousarray(x[..., None] if x.ndim == 3 else x)
-        arrays[f"{split}_labels"] = y.astype(np.int64)
-    return arrays
-
-
 _IDX_ROLES = {
     "train images": ("train-images*",),
     "train labels": ("train-labels*",),
@@ -803,7 +442,8 @@ _IDX_ROLES = {
 }
 
 
-def _resolve_path(arg: str, data_dir: Path, prefix: str) -> Path:
+def resolve_path(arg: str, data_dir: Path, prefix: str) -> Path:
+    """The existing path a `prefix` source names (as given, else inside the data dir), resolved."""
     p = Path(arg).expanduser()
     if not p.exists() and not p.is_absolute() and (data_dir / p).exists():
         p = data_dir / p  # a relative path may also name something inside the data dir
@@ -817,7 +457,7 @@ def _resolve_path(arg: str, data_dir: Path, prefix: str) -> Path:
 
 @register_source("folder:")
 def _folder(arg: str, data_dir: Path, _download: bool) -> Located:
-    path = _resolve_path(arg, data_dir, "folder:")
+    path = resolve_path(arg, data_dir, "folder:")
     name = f"folder:{path}"
     known = CIFAR10_CLASSES  # a folder holding exactly CIFAR-10's classes keeps the official order
     files, decode = _image_tree(path, name, known)
@@ -834,7 +474,7 @@ def _folder(arg: str, data_dir: Path, _download: bool) -> Located:
 
 @register_source("idx:")
 def _idx(arg: str, data_dir: Path, _download: bool) -> Located:
-    d = _resolve_path(arg, data_dir, "idx:")
+    d = resolve_path(arg, data_dir, "idx:")
     name = f"idx:{d}"
     if not d.is_dir():
         raise DataError(f"{name}: not a directory", "give the folder holding the four IDX files")
@@ -862,8 +502,8 @@ def _idx(arg: str, data_dir: Path, _download: bool) -> Located:
         paths[role] = (gz or hits)[0]
 
     def decode() -> tuple[Arrays, tuple[str, ...]]:
-        raws = {r: _gunzip_if_needed(p.read_bytes(), str(p)) for r, p in paths.items()}
-        arrays = _idx_arrays(raws, paths, name)
+        raws = {r: gunzip_if_needed(p.read_bytes(), str(p)) for r, p in paths.items()}
+        arrays = idx_arrays(raws, paths, name)
         # as for folders, a test class without training images is a mistake (a swapped or foreign
         # label file), not one more class: the model would get a class it can never learn
         unseen = np.setdiff1d(arrays["test_labels"], arrays["train_labels"])
@@ -876,19 +516,6 @@ def _idx(arg: str, data_dir: Path, _download: bool) -> Located:
         return arrays, tuple(str(i) for i in range(n))
 
     return Located(name, tuple(paths.values()), d, decode, f"IDX files in {d}")
-
-
-@register_source("packed:")
-def _packed(arg: str, data_dir: Path, _download: bool) -> Located:
-    from rethink.data.packed import open_pack  # late: packed imports this module's layout code
-
-    d = _resolve_path(arg, data_dir, "packed:")
-
-    def not_decoded() -> tuple[Arrays, tuple[str, ...]]:
-        raise AssertionError("a pack is served memory-mapped, never decoded into the cache")
-
-    return Located(f"packed:{d}", (), d, not_decoded, f"pack {d}",
-                   serve=lambda verify: open_pack(d, verify=verify))
 
 
 # ---------------------------------------------------------------------------- data check
