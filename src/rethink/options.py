@@ -41,20 +41,6 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
-def positive_int(text: str) -> int:
-    value = integer(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
 def number(text: str) -> float:
     try:
         return float(text)
@@ -62,18 +48,22 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
-def positive_number(text: str) -> float:
-    value = number(text)
-    if not value > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
+def _bounded(parse: Callable[[str], Any], test: Callable[[Any], bool], words: str) -> Callable[[str], Any]:
+    """`parse`, then refuse a value failing `test` (nan fails every test) as 'VALUE must be WORDS'."""
+
+    def parse_bounded(text: str) -> Any:
+        value = parse(text)
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{value} must be {words}")
+        return value
+
+    return parse_bounded
 
 
-def non_negative_number(text: str) -> float:
-    value = number(text)
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
+positive_int = _bounded(integer, lambda v: v > 0, "positive")
+non_negative_int = _bounded(integer, lambda v: v >= 0, ">= 0")
+positive_number = _bounded(number, lambda v: v > 0, "positive")
+non_negative_number = _bounded(number, lambda v: v >= 0, ">= 0")
 
 
 def names(text: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@ each returning its lines; the sections of parts left out (no table rows) are dro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from rethink.bench.suite import check_targets
@@ -49,153 +50,110 @@ def _header(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _section(title: str, columns: tuple[str, ...], rows: Iterable[str], intro: str = "") -> list[str]:
+    """A '## title' section: an optional paragraph, then a table of these columns and rows."""
+    return ["", f"## {title}", "", *([intro, ""] if intro else []),
+            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *rows]
+
+
 def _throughput(results: dict[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "## Training throughput (images/s, batch 128, 28x28x3 CIFAR-10)",
-        "",
+    intro = (
         f"Subset of {results['plan']['train_size']:,} images. Ours: `sgd_step` on batches indexed from "
         "in-memory tensors (what `rethink run` executes). Idiom: per-sample `Dataset`, `DataLoader` with "
         "one worker, NCHW fp32, stock `nn.LocalResponseNorm`; same initial weights. Bare step: ours on a "
         "fixed batch, no data handling. Utilization: FLOPs of one step (`torch.utils.flop_counter`) x "
-        "steps/s, over the same-precision matmul peak.",
-        "",
-        "| model | precision | ours | idiom | ratio | bare step | GFLOP/step | utilization |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results["throughput"]:
-        lines.append(
-            f"| {r['model']} | {r['precision']} | {_fmt_rate(r['ours'])} | {_fmt_rate(r['idiom'])} | "
-            f"{r['ratio']:.2f}x | {_fmt_rate(r['bare_step'])} | {r['flops_per_step'] / 1e9:.1f} | "
-            f"{100 * r['utilization']:.0f}% |"
-        )
-    return lines
+        "steps/s, over the same-precision matmul peak."
+    )
+    rows = (
+        f"| {r['model']} | {r['precision']} | {_fmt_rate(r['ours'])} | {_fmt_rate(r['idiom'])} | "
+        f"{r['ratio']:.2f}x | {_fmt_rate(r['bare_step'])} | {r['flops_per_step'] / 1e9:.1f} | "
+        f"{100 * r['utilization']:.0f}% |"
+        for r in results["throughput"]
+    )
+    return _section("Training throughput (images/s, batch 128, 28x28x3 CIFAR-10)",
+                    ("model", "precision", "ours", "idiom", "ratio", "bare step", "GFLOP/step",
+                     "utilization"), rows, intro)
 
 
 def _anatomy(results: dict[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "## Epoch anatomy (fp32)",
-        "",
+    intro = (
         "Outside share = 1 - (n images at the bare-step rate) / (epoch wall time). An epoch of `rethink "
         "run` includes batching, the eval-mode pass over the full training set and the test set, the "
         "checkpoint and the database row; the idiom's epoch is its loader pass plus a full-train-set "
-        "evaluation through a loader.",
-        "",
-        "| model | n | train eval | ours: s/epoch | train / eval s | outside | idiom: s/epoch | outside |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for a in results["anatomy"]:
-        i = a["idiom"]
-        for o in (a["ours"], a["ours_screen"]):
-            lines.append(
-                f"| {a['model']} | {a['n']:,} | {o['train_eval']} | {o['epoch_s']:.2f} | "
-                f"{o['train_s']:.2f} / {o['eval_s']:.2f} | {100 * o['outside_share']:.0f}% | "
-                f"{i['epoch_s']:.2f} | {100 * i['outside_share']:.0f}% |"
-            )
-    return lines
+        "evaluation through a loader."
+    )
+    rows = (
+        f"| {a['model']} | {a['n']:,} | {o['train_eval']} | {o['epoch_s']:.2f} | "
+        f"{o['train_s']:.2f} / {o['eval_s']:.2f} | {100 * o['outside_share']:.0f}% | "
+        f"{a['idiom']['epoch_s']:.2f} | {100 * a['idiom']['outside_share']:.0f}% |"
+        for a in results["anatomy"] for o in (a["ours"], a["ours_screen"])
+    )
+    return _section("Epoch anatomy (fp32)", ("model", "n", "train eval", "ours: s/epoch", "train / eval s",
+                                             "outside", "idiom: s/epoch", "outside"), rows, intro)
 
 
 def _time_to_fit(results: dict[str, Any]) -> list[str]:
-    return [
-        "",
-        "## Time to fit random labels (`rethink run`, fp32)",
-        "",
-        "| model | n | status | steps to fit | epochs | wall s | test acc |",
-        "|---|---|---|---|---|---|---|",
-        *(
-            f"| {r['model']} | {r['n']:,} | {r['status']} | {r['steps_to_fit']} | {r['epochs']} | "
-            f"{r['wall_s']:.0f} | {100 * r['test_acc']:.1f}% |"
-            for r in results["time_to_fit"]
-        ),
-    ]
+    rows = (
+        f"| {r['model']} | {r['n']:,} | {r['status']} | {r['steps_to_fit']} | {r['epochs']} | "
+        f"{r['wall_s']:.0f} | {100 * r['test_acc']:.1f}% |"
+        for r in results["time_to_fit"]
+    )
+    return _section("Time to fit random labels (`rethink run`, fp32)",
+                    ("model", "n", "status", "steps to fit", "epochs", "wall s", "test acc"), rows)
+
+
+def _kernel_row(k: dict[str, Any]) -> str:
+    if "error" in k:
+        return f"| {k['n']:,} | {k['error']} | | | | | | |"
+    refs = []
+    for method in ("scipy", "sklearn"):
+        ref = k.get(method)
+        refs.append("-" if ref is None
+                    else ref.get("error") or f"{ref['seconds']:.1f} ({ref['peak_gb']:.1f})")
+    return (f"| {k['n']:,} | {k['fit_s']:.1f} | {k['floor_s']:.1f} | {k['floor_ratio']:.2f}x | "
+            f"{k['peak_gb']:.2f} | {100 * k['test_error']:.2f}% | {refs[0]} | {refs[1]} |")
 
 
 def _kernel(results: dict[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "## Kernel interpolation (`rethink kernel fit`, MNIST, RBF sigma 5, float32 + PCG)",
-        "",
-        "Floor: n^3/3 + n^2 d flops at the fp32 matmul peak. scipy: `scipy.linalg.solve(K, Y, "
-        "assume_a='pos')` in float64 (kernel build included); scikit-learn: `KernelRidge(alpha=1e-10)`.",
-        "",
-        "| n | fit s | floor s | ratio | peak GB | test error | scipy s (GB) | scikit-learn s (GB) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for k in results["kernel"]:
-        if "error" in k:
-            lines.append(f"| {k['n']:,} | {k['error']} | | | | | | |")
-            continue
-        refs = []
-        for method in ("scipy", "sklearn"):
-            ref = k.get(method)
-            refs.append(
-                "-" if ref is None else ref.get("error") or f"{ref['seconds']:.1f} ({ref['peak_gb']:.1f})"
-            )
-        lines.append(
-            f"| {k['n']:,} | {k['fit_s']:.1f} | {k['floor_s']:.1f} | {k['floor_ratio']:.2f}x | "
-            f"{k['peak_gb']:.2f} | {100 * k['test_error']:.2f}% | {refs[0]} | {refs[1]} |"
-        )
-    return lines
+    intro = ("Floor: n^3/3 + n^2 d flops at the fp32 matmul peak. scipy: `scipy.linalg.solve(K, Y, "
+             "assume_a='pos')` in float64 (kernel build included); scikit-learn: `KernelRidge(alpha=1e-10)`.")
+    return _section("Kernel interpolation (`rethink kernel fit`, MNIST, RBF sigma 5, float32 + PCG)",
+                    ("n", "fit s", "floor s", "ratio", "peak GB", "test error", "scipy s (GB)",
+                     "scikit-learn s (GB)"), map(_kernel_row, results["kernel"]), intro)
 
 
 def _stacked(results: dict[str, Any]) -> list[str]:
-    return [
-        "",
-        "## Several MLP runs in one process",
-        "",
+    intro = (
         "k MLP 1x512 runs (different initializations, each its own batches) trained one after another "
         "with `sgd_step`, or stacked: parameters stacked with `torch.func.stack_module_state`, the forward "
         "`vmap`-ed (one batched GEMM per layer), one optimizer over the stacks (`bench.training.Stacked`; "
-        "a stacked step equals k separate steps, tested). Images/s summed over the k runs.",
-        "",
-        "| k | precision | one after another | stacked | speed-up |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {r['k']} | {r['precision']} | {_fmt_rate(r['sequential'])} | {_fmt_rate(r['stacked'])} | "
-            f"{r['speedup']:.2f}x |"
-            for r in results.get("stacked", [])
-        ),
-    ]
+        "a stacked step equals k separate steps, tested). Images/s summed over the k runs."
+    )
+    rows = (
+        f"| {r['k']} | {r['precision']} | {_fmt_rate(r['sequential'])} | {_fmt_rate(r['stacked'])} | "
+        f"{r['speedup']:.2f}x |"
+        for r in results.get("stacked", [])
+    )
+    return _section("Several MLP runs in one process",
+                    ("k", "precision", "one after another", "stacked", "speed-up"), rows, intro)
 
 
 def _theorem1(results: dict[str, Any]) -> list[str]:
-    return [
-        "",
-        "## Theorem 1 construction (CIFAR-10 pixels, random labels)",
-        "",
-        "| n | d | weights | seconds |",
-        "|---|---|---|---|",
-        *(
-            f"| {r['n']:,} | {r['d']:,} | {r['weights']:,} | {r['seconds']:.2f} |"
-            for r in results["theorem1"]
-        ),
-    ]
+    rows = (f"| {r['n']:,} | {r['d']:,} | {r['weights']:,} | {r['seconds']:.2f} |"
+            for r in results["theorem1"])
+    return _section("Theorem 1 construction (CIFAR-10 pixels, random labels)",
+                    ("n", "d", "weights", "seconds"), rows)
 
 
 def _data(results: dict[str, Any]) -> list[str]:
-    return [
-        "",
-        "## Data loading",
-        "",
-        "| dataset | images | cold decode s | warm cache s |",
-        "|---|---|---|---|",
-        *(
-            f"| {r['dataset']} | {r['images']:,} | {r['cold_s']:.1f} | {r['warm_s']:.2f} |"
-            for r in results["data"]
-        ),
-    ]
+    rows = (f"| {r['dataset']} | {r['images']:,} | {r['cold_s']:.1f} | {r['warm_s']:.2f} |"
+            for r in results["data"])
+    return _section("Data loading", ("dataset", "images", "cold decode s", "warm cache s"), rows)
 
 
 def _targets(results: dict[str, Any]) -> list[str]:
-    return [
-        "",
-        "## Targets",
-        "",
-        "| target | measured | met |",
-        "|---|---|---|",
-        *(f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in check_targets(results)),
-    ]
+    rows = (f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in check_targets(results))
+    return _section("Targets", ("target", "measured", "met"), rows)
 
 
 def _without_empty_sections(lines: list[str]) -> list[str]:
