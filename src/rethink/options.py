@@ -71,6 +71,14 @@ def names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def integers(text: str) -> tuple[int, ...]:
+    """A comma list of integers: '100,500' -> (100, 500)."""
+    try:
+        return tuple(int(t) for t in names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers") from None
+
+
 def word_or(word: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """`word` means None (e.g. 'epoch' for a period of one epoch), anything else `parse`s."""
 
@@ -128,7 +136,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[st
         if "choices" in meta:
             help_text += f" (one of {', '.join(meta['choices'])})"
         if "default" not in help_text and default not in (None, False, ()):
-            help_text += f" (default: {default})"
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            help_text += f" (default: {shown})"
         kwargs: dict[str, Any] = {"dest": field.name, "default": default, "help": help_text}
         if _field_type(cls, field.name) is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -163,7 +172,7 @@ def to_argv(config: Any) -> list[str]:
             elif field.metadata.get("cli_default", field.default) is not None:
                 raise ValueError(f"{field.name}=None cannot be written on the command line")
         elif kind is tuple:
-            argv.append(f"{option_name}={','.join(value)}")  # '=': an empty list stays one argument
+            argv.append(f"{option_name}={','.join(map(str, value))}")  # '=': an empty list stays one argument
         else:
             argv.append(f"{option_name}={value!r}" if kind is float else f"{option_name}={value}")
     return argv

@@ -14,20 +14,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rethink.commands.common import add_data_options, add_threads_option
+from rethink.commands.common import add_data_options, add_out_option, add_threads_option
 from rethink.errors import ConfigError
-from rethink.options import names
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise ConfigError(f"bad --sizes {text!r}",
-                          "pass comma-separated integers, e.g. --sizes 100,500") from None
-    if not sizes or any(n < 2 for n in sizes):
-        raise ConfigError(f"bad --sizes {text!r}: every size must be >= 2", "e.g. --sizes 100,500")
-    return sizes
+from rethink.options import add_options, names, values_from_args
+from rethink.theory.rademacher import RademacherConfig
+from rethink.theory.stability import StabilityConfig
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -59,28 +50,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     d = msub.add_parser("rademacher", help="empirical Rademacher complexity by fitting random signs")
     d.add_argument("--models", type=names, default=("mlp1x512", "linear"),
-                   help="comma list: registered models and 'linear'")
-    d.add_argument("--sizes", default="100,500", help="comma list of sample sizes n")
-    d.add_argument("--draws", type=int, default=3, help="sign vectors per n")
-    d.add_argument("--pool", type=int, default=None, help="average-pool inputs to POOL x POOL pixels")
-    d.add_argument("--max-epochs", type=int, default=100)
-    d.add_argument("--lr", type=float, default=None, help="default: the model's paper value")
-    d.add_argument("--dataset", default="cifar10")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", default="runs", help="output directory (results.sqlite)")
+                   help="comma list: registered models and 'linear' (default: mlp1x512,linear)")
+    add_options(d, RademacherConfig)
+    add_out_option(d, "results.sqlite")
     _data_args(d)
 
     s = msub.add_parser("stability", help="retrain with one example replaced; held-out loss change")
-    s.add_argument("--model", default="mlp1x512")
-    s.add_argument("--dataset", default="cifar10")
-    s.add_argument("--corruption", default="true", help="true or random-labels")
-    s.add_argument("--train-size", type=int, default=1000)
-    s.add_argument("--holdout", type=int, default=1000, help="held-out test images")
-    s.add_argument("--epochs", type=int, default=20)
-    s.add_argument("--replacements", type=int, default=3)
-    s.add_argument("--lr", type=float, default=None, help="default: the model's paper value")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="runs", help="output directory (results.sqlite)")
+    add_options(s, StabilityConfig)
+    add_out_option(s, "results.sqlite")
     _data_args(s)
 
 
@@ -217,13 +194,12 @@ def markdown_tables(report: Any) -> str:
 
 def cmd_rademacher(args: argparse.Namespace) -> int:
     from rethink.data.sources import load_dataset
-    from rethink.theory.rademacher import RademacherConfig, check_model, rademacher
+    from rethink.theory.rademacher import check_model, rademacher
 
-    models, sizes = args.models, _sizes(args.sizes)
-    if not models:
+    if not args.models:
         raise ConfigError("no --models given", "e.g. --models mlp1x512,linear")
-    configs = [RademacherConfig(model=m, sizes=sizes, draws=args.draws, dataset=args.dataset, pool=args.pool,
-                                max_epochs=args.max_epochs, lr=args.lr, seed=args.seed) for m in models]
+    values = values_from_args(RademacherConfig, args)
+    configs = [RademacherConfig(model=m, **values) for m in args.models]
     for c in configs:
         check_model(c.model)
         c.validate()
@@ -261,11 +237,9 @@ def _plain(config: Any) -> dict[str, Any]:
 
 def cmd_stability(args: argparse.Namespace) -> int:
     from rethink.data.sources import load_dataset
-    from rethink.theory.stability import StabilityConfig, rows_to_dicts, stability
+    from rethink.theory.stability import rows_to_dicts, stability
 
-    config = StabilityConfig(model=args.model, dataset=args.dataset, train_size=args.train_size,
-                             holdout=args.holdout, corruption=args.corruption, epochs=args.epochs,
-                             replacements=args.replacements, lr=args.lr, seed=args.seed).validate()
+    config = StabilityConfig(**values_from_args(StabilityConfig, args)).validate()
     raw = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir)
     print(f"stability of {config.model} on {config.train_size} {config.dataset} images "
           f"({config.corruption}), {config.replacements} replaced examples, {config.epochs} epochs")

@@ -41,6 +41,7 @@ from rethink.data.rundata import split_subset
 from rethink.data.sources import RawDataset
 from rethink.errors import ConfigError
 from rethink.models import create_model, get_model_info, initialize, list_models
+from rethink.options import integers, option
 from rethink.seeds import derive_seed
 from rethink.theory.protocol import sgd_epochs
 
@@ -74,17 +75,21 @@ def default_lr(name: str) -> float:
 
 @dataclass(frozen=True)
 class RademacherConfig:
-    model: str = "mlp1x512"
-    sizes: tuple[int, ...] = (100, 500)
-    draws: int = 3
-    dataset: str = "cifar10"
-    input_size: int = 28
-    pool: int | None = None  # average-pool to pool x pool pixels (None: keep input_size)
-    max_epochs: int = 100
-    lr: float | None = None  # None: the model's paper value (linear: 0.01)
-    batch_size: int = 128
-    init: str = "glorot"
-    seed: int = 0  # picks the sample (subset seed), the signs and the initializations
+    """One model's Rademacher estimate; the fields but `model` are the options of `rethink measures
+    rademacher`, whose --models lists the models (one config each)."""
+
+    model: str = option("mlp1x512", "", flag=None)
+    sizes: tuple[int, ...] = option((100, 500), "comma list of sample sizes n", parse=integers)
+    draws: int = option(3, "sign vectors per n")
+    dataset: str = option("cifar10", "cifar10, mnist, folder:PATH or idx:PATH")
+    input_size: int = option(28, "centre-crop size")
+    # average-pool to pool x pool pixels (None: keep input_size)
+    pool: int | None = option(None, "average-pool inputs to POOL x POOL pixels")
+    max_epochs: int = option(100, "epoch budget per sign vector")
+    lr: float | None = option(None, "initial learning rate (default: the model's paper value; linear: 0.01)")
+    batch_size: int = option(128, "minibatch size")
+    init: str = option("glorot", "weight initialization")
+    seed: int = option(0, "picks the sample (subset seed), the signs and the initializations")
 
     def validate(self) -> RademacherConfig:
         check_model(self.model)

@@ -34,6 +34,7 @@ from rethink.data.pipeline import build_run_data
 from rethink.data.preprocess import prepare
 from rethink.data.sources import RawDataset
 from rethink.errors import ConfigError
+from rethink.options import option
 from rethink.seeds import derive_seed
 from rethink.theory.protocol import sgd_epochs
 from rethink.train.loop import build_model
@@ -43,17 +44,19 @@ STABILITY_CORRUPTIONS = ("true", "random-labels")
 
 @dataclass(frozen=True)
 class StabilityConfig:
-    model: str = "mlp1x512"
-    dataset: str = "cifar10"
-    train_size: int = 1000
-    holdout: int = 1000
-    corruption: str = "true"
-    epochs: int = 20
-    replacements: int = 3
-    lr: float | None = None  # None: the model's paper value
-    batch_size: int = 128
-    init: str = "glorot"
-    seed: int = 0  # every seed of the runs, and the choice of replacements
+    """One `rethink measures stability`; its fields are the command's options."""
+
+    model: str = option("mlp1x512", "see `rethink models`")
+    dataset: str = option("cifar10", "cifar10, mnist, folder:PATH or idx:PATH")
+    train_size: int = option(1000, "training examples n")
+    holdout: int = option(1000, "held-out test images")
+    corruption: str = option("true", "the labels", choices=STABILITY_CORRUPTIONS)
+    epochs: int = option(20, "epochs of the paper's SGD protocol")
+    replacements: int = option(3, "examples replaced, one at a time")
+    lr: float | None = option(None, "initial learning rate (default: the model's paper value)")
+    batch_size: int = option(128, "minibatch size")
+    init: str = option("glorot", "weight initialization")
+    seed: int = option(0, "every seed of the runs, and the choice of replacements")
 
     def run_config(self) -> RunConfig:
         return RunConfig(dataset=self.dataset, train_size=self.train_size, test_size=self.holdout,
