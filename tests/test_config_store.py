@@ -172,6 +172,27 @@ def test_schema_is_plain_sqlite(tmp_path):
     assert {"runs", "epochs", "meta"} <= tables
 
 
+def test_tables_are_generated_from_the_metrics_definitions(tmp_path):
+    """The epochs table's columns are EpochRow's fields, the runs table holds RunResult's summary
+    (one definition: adding a metric is adding a field), and a finished run reads back as its result."""
+    import dataclasses
+
+    from rethink.metrics import EPOCH_COLUMNS, SUMMARY_COLUMNS, EpochRow, RunResult
+
+    with Store(tmp_path) as store:
+        _start(store)
+        result = RunResult(run_id="r1", status="fitted", epochs=3, steps=30, steps_to_fit=20, train_loss=0.1,
+                           train_acc=1.0, test_loss=2.0, test_acc=0.1, best_test_acc=0.12, wall_time=5.0)
+        assert store.finished_result("r1") is None  # started, not finished
+        store.finish_run("r1", result.status, result.summary())
+        assert store.finished_result("r1") == result
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    epochs = [r[1] for r in conn.execute("PRAGMA table_info(epochs)")]
+    runs = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+    assert epochs == ["run_id", *EPOCH_COLUMNS] == ["run_id", *(f.name for f in dataclasses.fields(EpochRow))]
+    assert set(SUMMARY_COLUMNS) <= set(runs) and "run_id" not in SUMMARY_COLUMNS
+
+
 def test_database_from_an_older_schema_gains_new_columns(tmp_path):
     conn = sqlite3.connect(tmp_path / DB_NAME)
     conn.execute("CREATE TABLE epochs (run_id TEXT, epoch INTEGER, step INTEGER, lr REAL, "

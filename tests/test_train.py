@@ -223,3 +223,29 @@ def test_epochs_past_fit_trains_on_after_the_fit_with_the_same_steps_to_fit(tmp_
     assert past.steps_to_fit == stop.steps_to_fit and past.epochs == stop.epochs + 3
     assert [r["epoch"] for r in rows] == list(range(stop.epochs + 4))
     assert past.best_test_acc == max(r["test_acc"] for r in rows[1:])  # trained epochs only
+
+
+def test_one_process_replicas_change_nothing():
+    """The single-process side of the data-parallel interface is the identity: the network itself,
+    the whole batch, the batch's mean loss, the whole split; it writes and may screen."""
+    import torch.nn.functional as F
+
+    from rethink.train.evaluation import evaluate_rows
+    from rethink.train.replicas import ONE_PROCESS, replicas_for
+
+    config = RunConfig(**SMALL)
+    data = build_run_data(config, make_raw())
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(data.train_x[0].numel(), data.num_classes))
+    assert replicas_for(None) is ONE_PROCESS and ONE_PROCESS.wrap(net) is net
+    assert ONE_PROCESS.writes and ONE_PROCESS.can_screen and ONE_PROCESS.rank_key == ()
+    idx = torch.tensor([3, 1, 4])
+    xb, yb = ONE_PROCESS.batch(data, idx, torch.Generator().manual_seed(0))
+    assert torch.equal(xb, data.train_batch(idx, torch.Generator().manual_seed(0)))
+    assert torch.equal(yb, data.train_y[idx])
+    out = net(xb)
+    loss, value = ONE_PROCESS.loss(F.cross_entropy, out, yb, len(idx))
+    assert value == F.cross_entropy(out, yb).item() == loss.item()
+    whole = ONE_PROCESS.evaluate(net, data.test_x, data.test_y, "fp32", top5=False)
+    loss_sum, correct, _ = evaluate_rows(net, data.test_x, data.test_y, "fp32", slice(0, len(data.test_y)))
+    assert whole.loss == loss_sum / len(data.test_y) and torch.equal(whole.correct, correct)
+    assert whole.top5 is None
