@@ -13,12 +13,12 @@ import time
 import pytest
 from helpers import dump_store, make_image_folder
 
+from rethink.data.corruption import PIXEL_CORRUPTIONS
 from rethink.errors import ConfigError
 from rethink.experiments.grids import (
     DEFAULT_EXPERIMENTS,
     EXPERIMENTS,
     IMAGENET_WEIGHT_DECAY,
-    PIXEL_TESTS,
     PRESETS,
     TABLE1_ROWS,
     build_points,
@@ -191,7 +191,7 @@ def test_a_larger_epoch_budget_reaches_only_the_runs_it_names():
     points = build_points(cpu)
     for key, epochs in cpu.max_epochs_for.items():
         model, corruption = key.split(":")
-        assert model in cpu.models and corruption in (*PIXEL_TESTS, "true", "partial", "random-labels")
+        assert model in cpu.models and corruption in (*PIXEL_CORRUPTIONS, "true", "partial", "random-labels")
         named = [p for p in points if (p.labels["model"], p.labels["corruption"]) == (model, corruption)]
         assert named and all(p.config.max_epochs == epochs for p in named)
     others = [p for p in points if f"{p.labels['model']}:{p.labels['corruption']}" not in cpu.max_epochs_for]

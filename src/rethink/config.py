@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rethink import options
-from rethink.data.corruption import CORRUPTIONS, GAUSSIAN_STATS, LABEL_NOISE_CONVENTIONS
+from rethink.data.corruption import CORRUPTIONS, GAUSSIAN_STATS, LABEL_NOISE_CONVENTIONS, PIXEL_CORRUPTIONS
 from rethink.errors import ConfigError
 from rethink.options import non_negative_int, option, positive_int, word_or
 
@@ -218,7 +218,7 @@ class RunConfig:
         if "color" in self.augment and self.corruption == "gaussian":
             raise ConfigError("color augmentation clips pixels to [0, 1], which would change the Gaussian "
                               "noise's distribution", "drop color from --augment")
-        pixel_test = self.corruption in ("shuffled-pixels", "random-pixels", "gaussian")
+        pixel_test = self.corruption in PIXEL_CORRUPTIONS
         if "crop" in self.augment and pixel_test and not self.corrupt_before_crop:
             raise ConfigError(
                 f"random-crop augmentation with {self.corruption!r} needs the pixels corrupted "

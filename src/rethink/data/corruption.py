@@ -174,7 +174,8 @@ CORRUPTIONS: dict[str, Callable] = {
     "random-pixels": _random_pixels,
     "gaussian": _gaussian,
 }
-PIXEL_CORRUPTIONS = frozenset({"shuffled-pixels", "random-pixels", "gaussian"})
+# the randomizations of the inputs, in the paper's order
+PIXEL_CORRUPTIONS = ("shuffled-pixels", "random-pixels", "gaussian")
 
 
 def corrupt(

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rethink.config import RunConfig
+from rethink.data.corruption import PIXEL_CORRUPTIONS
 from rethink.errors import ConfigError
 
 PAPER_MODELS = ("inception", "inception-nobn", "alexnet", "mlp3x512", "mlp1x512")
 IMAGENET_MODEL = "inception-v3"  # Table 2's model
 FIG1_MODELS = ("inception", "alexnet", "mlp1x512")  # Figure 1b/1c's models
-PIXEL_TESTS = ("shuffled-pixels", "random-pixels", "gaussian")
 
 # Coefficient and rate the paper does not state for CIFAR-10; ours, documented.
 WEIGHT_DECAY = 5e-4
@@ -159,7 +159,7 @@ def _point(experiment: str, preset: Preset, seed: int, model: str, corruption: s
            p: float | None = None, regularizer: str = "none") -> Point:
     seeds = {"corruption_seed": seed, "init_seed": seed, "data_seed": seed}  # subset fixed: 0
     extra: dict[str, Any] = {}
-    if corruption in PIXEL_TESTS and "crop" in REGULARIZERS[regularizer].get("augment", ()):
+    if corruption in PIXEL_CORRUPTIONS and "crop" in REGULARIZERS[regularizer].get("augment", ()):
         extra["corrupt_before_crop"] = True
     if experiment == "fig2b":
         extra["epochs_past_fit"] = preset.early_stopping_epochs
@@ -214,7 +214,7 @@ def table1(preset: Preset, seed: int) -> list[Point]:
 def fig1a(preset: Preset, seed: int) -> list[Point]:
     return [
         _point("fig1a", preset, seed, preset.fig1a_model, corruption)
-        for corruption in ("true", "random-labels", *PIXEL_TESTS)
+        for corruption in ("true", "random-labels", *PIXEL_CORRUPTIONS)
     ]
 
 

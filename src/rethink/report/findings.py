@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from rethink.data.corruption import PIXEL_CORRUPTIONS
 from rethink.report import analysis, stats
 from rethink.report import paper_numbers as paper
 from rethink.report.collect import Cell, Outcome, SweepData
@@ -458,7 +459,7 @@ def pixels(sweep: SweepData) -> list[Finding]:
     rule = "fits, for shuffled pixels, random pixels and Gaussian inputs"
     claim = "shuffled pixels, random pixels and Gaussian inputs are fitted too"
     cells = [(paper.CORRUPTION_NAMES[k], sweep.cell("fig1a", _fig1a_model(sweep), k))
-             for k in ("shuffled-pixels", "random-pixels", "gaussian")]
+             for k in PIXEL_CORRUPTIONS]
     if "fig1a" not in sweep.experiments:
         return [_finding(claim, Q_PIXELS, rule, _absent(), "fig1a")]
     return [_finding(f"{model_name(_fig1a_model(sweep))}: {claim}", Q_PIXELS, rule,
