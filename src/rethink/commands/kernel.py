@@ -18,8 +18,7 @@ from typing import Any
 
 from rethink import options
 from rethink.commands.common import add_data_options, add_out_option, add_threads_option
-from rethink.options import names, positive_int, positive_number
-from rethink.theory.kernel_runs import KernelRunConfig
+from rethink.theory.kernel_runs import KernelRunConfig, KernelSgdConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,19 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     sgd = modes.add_parser("sgd",
                            help="SGD from 0 converges to the min-norm interpolant; random start does not")
-    sgd.add_argument("--dataset", default="mnist", help="(default: %(default)s)")
-    sgd.add_argument("--train-size", type=positive_int, default=100,
-                     help="n, fewer than the d pixels (default: %(default)s)")
-    sgd.add_argument("--test-size", type=positive_int, default=10_000, help="(default: %(default)s)")
-    sgd.add_argument("--epochs", type=positive_int, default=1000, help="(default: %(default)s)")
-    sgd.add_argument("--lr", type=positive_number, default=None, help="step size (default: 1/max|x|^2)")
-    sgd.add_argument("--init-scale", type=positive_number, default=0.05,
-                     help="std of the random start's entries (default: %(default)s)")
-    sgd.add_argument("--log-every", type=positive_int, default=100,
-                     help="epochs between progress lines (default: %(default)s)")
-    sgd.add_argument("--compare", type=names, default=("pixels", "gabor"),
-                     help="feature maps for the norm comparison (default: pixels,gabor)")
-    sgd.add_argument("--seed", type=int, default=0, help="subset, start and order seed (default: 0)")
+    options.add_options(sgd, KernelSgdConfig)
     _common(sgd)
 
 
@@ -73,14 +60,10 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _sgd(args: argparse.Namespace) -> int:
-    from rethink.theory.implicit_sgd import SGDConfig
     from rethink.theory.kernel_runs import run_sgd_demo
 
-    sgd = SGDConfig(epochs=args.epochs, lr=args.lr, init_scale=args.init_scale, seed=args.seed,
-                    log_every=args.log_every)
-    config, result = run_sgd_demo(sgd, dataset=args.dataset, train_size=args.train_size,
-                                  test_size=args.test_size, compare=args.compare, data_dir=args.data_dir,
-                                  cache_dir=args.cache_dir)
+    sgd = KernelSgdConfig(**options.values_from_args(KernelSgdConfig, args))
+    config, result = run_sgd_demo(sgd, data_dir=args.data_dir, cache_dir=args.cache_dir)
     for row in result["norm_vs_generalization"]:
         print(f"min-norm linear interpolant on {row['features']} ({row['dim']} dims, rms "
               f"{row['feature_rms']:.3f}): norm {row['norm']:.4g}, train error "

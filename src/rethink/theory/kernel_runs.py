@@ -239,29 +239,51 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
 # ----------------------------------------------------------------------------- sgd demo
 
 
-def run_sgd_demo(config: SGDConfig, *, dataset: str, train_size: int | None, test_size: int | None,
-                 compare: tuple[str, ...], data_dir: str | None = None, cache_dir: str | None = None,
+@dataclass(frozen=True)
+class KernelSgdConfig:
+    """One `rethink kernel sgd`; its fields are the command's options."""
+
+    dataset: str = option("mnist", "mnist, cifar10, folder:PATH or idx:PATH")
+    train_size: int = option(100, "n, fewer than the d pixels", parse=positive_int)
+    test_size: int = option(10_000, "test examples", parse=positive_int)
+    epochs: int = option(1000, "SGD epochs", parse=positive_int)
+    lr: float | None = option(None, "step size (default: 1/max|x|^2)", parse=positive_number)
+    init_scale: float = option(0.05, "std of the random start's entries", parse=positive_number)
+    log_every: int = option(100, "epochs between progress lines", parse=positive_int)
+    compare: tuple[str, ...] = option(("pixels", "gabor"), "feature maps for the norm comparison")
+    seed: int = option(0, "subset, start and order seed")
+
+    def validate(self) -> KernelSgdConfig:
+        for name in self.compare:
+            ft.get_features(name)  # unknown -> ConfigError naming the known ones
+        return self
+
+    def sgd(self) -> SGDConfig:
+        return SGDConfig(epochs=self.epochs, lr=self.lr, init_scale=self.init_scale, seed=self.seed,
+                         log_every=self.log_every)
+
+
+def run_sgd_demo(config: KernelSgdConfig, *, data_dir: str | None = None, cache_dir: str | None = None,
                  log=print) -> tuple[dict[str, Any], dict[str, Any]]:
     """SGD from 0 and from a random start on a d > n least-squares problem of real images, and the
     min-norm interpolant's norm and test error on each of the `compare` feature maps."""
     from rethink.data.sources import load_dataset
     from rethink.theory.implicit_sgd import min_norm_comparison, run_sgd
 
-    names = list(compare)
-    for name in names:
-        ft.get_features(name)
-    raw = load_dataset(dataset, data_dir, cache_dir=cache_dir)
-    tr = _subset(raw.train_labels, train_size, config.seed, "train", raw.name)
-    te = _subset(raw.test_labels, test_size, config.seed, "test", raw.name)
+    names = list(config.validate().compare)
+    raw = load_dataset(config.dataset, data_dir, cache_dir=cache_dir)
+    tr = _subset(raw.train_labels, config.train_size, config.seed, "train", raw.name)
+    te = _subset(raw.test_labels, config.test_size, config.seed, "test", raw.name)
     train_x = raw.train_images if tr is None else raw.train_images[tr]
     train_y = raw.train_labels if tr is None else raw.train_labels[tr]
     test_x = raw.test_images if te is None else raw.test_images[te]
     test_y = raw.test_labels if te is None else raw.test_labels[te]
+    sgd = config.sgd()
     x, x_test = ft.pixel_features(train_x), ft.pixel_features(test_x)
     n, d = x.shape
     log(f"sgd: least squares on {n} {raw.name} images x {d} pixels (d > n), one-hot targets, "
-        f"{config.epochs} epochs")
-    w_star, runs = run_sgd(x, train_y, x_test, test_y, config, log=log)
+        f"{sgd.epochs} epochs")
+    w_star, runs = run_sgd(x, train_y, x_test, test_y, sgd, log=log)
     star = float(w_star.norm())
     zero, rand = runs
     comparison = min_norm_comparison(
@@ -281,8 +303,5 @@ def run_sgd_demo(config: SGDConfig, *, dataset: str, train_size: int | None, tes
         "norm_vs_generalization": comparison,
     }
     cfg = {"experiment": "sgd", "dataset": raw.name, "train_size": n, "test_size": len(test_y),
-           "compare": names, **asdict(config)}
+           "compare": names, **asdict(sgd)}
     return cfg, result
-
-
-# ----------------------------------------------------------------------------- CLI
