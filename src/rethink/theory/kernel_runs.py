@@ -143,12 +143,15 @@ def median_bandwidth(x: torch.Tensor, m: int = 1000, seed: int = 0) -> float:
     return MEDIAN_FACTOR * float(d[d > 0].median())
 
 
-def _subset(labels: torch.Tensor, size: int | None, seed: int, split: str, name: str) -> torch.Tensor | None:
-    from rethink.data.rundata import split_subset
+def _splits(raw: Any, train_size: int | None, test_size: int | None,
+            seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train images, labels, test images, labels): the stratified subsets training would draw
+    with this subset seed (`rethink.data.pipeline.randomized_split`), whole splits when unset."""
+    from rethink.config import RunConfig
+    from rethink.data.pipeline import randomized_split
 
-    if size is None or size == len(labels):
-        return None
-    return split_subset(labels, size, seed, split, name)
+    data, _ = randomized_split(RunConfig(train_size=train_size, test_size=test_size, subset_seed=seed), raw)
+    return data.train_images, data.train_labels, data.test_images, data.test_labels
 
 
 def _cpu_seconds() -> float:
@@ -168,12 +171,7 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
     config = config.validate()
     t_start, load_start, cpu_start = time.time(), os.getloadavg(), _cpu_seconds()
     raw = load_dataset(config.dataset, data_dir, cache_dir=cache_dir)
-    tr = _subset(raw.train_labels, config.train_size, config.seed, "train", raw.name)
-    te = _subset(raw.test_labels, config.test_size, config.seed, "test", raw.name)
-    train_x = raw.train_images if tr is None else raw.train_images[tr]
-    train_y = raw.train_labels if tr is None else raw.train_labels[tr]
-    test_x = raw.test_images if te is None else raw.test_images[te]
-    test_y = raw.test_labels if te is None else raw.test_labels[te]
+    train_x, train_y, test_x, test_y = _splits(raw, config.train_size, config.test_size, config.seed)
     n, m = len(train_y), len(test_y)
     dim = feature_dim(config, train_x)
     check_interpolable(config.kernel, n, dim, config.ridge)
@@ -231,7 +229,7 @@ def run_kernel(config: KernelRunConfig, *, data_dir: str | None = None, cache_di
         "cpu_time_s": cpu,  # user + system over all threads: what the work costs on a machine shared or not
         "peak_memory_bytes": peak, "memory_estimate_bytes": need,
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "threads": torch.get_num_threads(),
-        "data": {"train_subset": tr is not None, "test_subset": te is not None,
+        "data": {"train_subset": config.train_size is not None, "test_subset": config.test_size is not None,
                  "content_hash": raw.content_hash},
     }
 
@@ -272,12 +270,7 @@ def run_sgd_demo(config: KernelSgdConfig, *, data_dir: str | None = None, cache_
 
     names = list(config.validate().compare)
     raw = load_dataset(config.dataset, data_dir, cache_dir=cache_dir)
-    tr = _subset(raw.train_labels, config.train_size, config.seed, "train", raw.name)
-    te = _subset(raw.test_labels, config.test_size, config.seed, "test", raw.name)
-    train_x = raw.train_images if tr is None else raw.train_images[tr]
-    train_y = raw.train_labels if tr is None else raw.train_labels[tr]
-    test_x = raw.test_images if te is None else raw.test_images[te]
-    test_y = raw.test_labels if te is None else raw.test_labels[te]
+    train_x, train_y, test_x, test_y = _splits(raw, config.train_size, config.test_size, config.seed)
     sgd = config.sgd()
     x, x_test = ft.pixel_features(train_x), ft.pixel_features(test_x)
     n, d = x.shape
