@@ -116,13 +116,13 @@ class RunConfig:
     # subset_seed picks the --train-size subset, kept apart so that runs differing in corruption
     # still see the same images
     corruption_seed: int = option(0, "which labels/pixels are randomized",
-                       group=BUDGET, parse=non_negative_int)
+                                  group=BUDGET, parse=non_negative_int)
     init_seed: int = option(0, "the initial weights",
-                       group=BUDGET, parse=non_negative_int)
+                            group=BUDGET, parse=non_negative_int)
     data_seed: int = option(0, "the data order, augmentation and dropout",
-                       group=BUDGET, parse=non_negative_int)
+                            group=BUDGET, parse=non_negative_int)
     subset_seed: int = option(0, "which images a --train-size/--test-size subset keeps",
-                       group=BUDGET, parse=non_negative_int)
+                              group=BUDGET, parse=non_negative_int)
 
     # Raised when a change to rethink makes an equal config compute other numbers, so that a store
     # never mixes the two under one run id. 2: every seed drives a stream of its own
