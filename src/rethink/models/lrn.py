@@ -58,13 +58,17 @@ def _channel_window_sum(t: Tensor, band: Tensor) -> Tensor:
 
 
 class _LRNFunction(torch.autograd.Function):
+    # forward returns y and what the backward needs (not differentiable); setup_context saves them.
+    # This form (no ctx in forward) lets the function run under torch.func transforms: `vmap`
+    # below folds the vmapped dimension into the batch (stacked runs, rethink.train.stacked).
+
     @staticmethod
-    def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+    def forward(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, ...]:
         # float32 inside for half inputs: in bf16, d = 1 + (tiny) would round to 1 and switch the
         # normalization off; only the output is rounded back to the input dtype.
         compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         with torch.autocast(x.device.type, enabled=False):
-            xc = x.to(compute)  # (N, C, ...)
+            xc = x.to(compute) if x.dtype != compute else x.view_as(x)  # (N, C, ...); saved: a view
             band = _band(x.shape[1], size, alpha / size, compute, x.device)  # a * B, (C, C)
             sq = xc * xc
             d = _channel_window_sum(sq, band).add_(k)  # k + a * S(x^2)
@@ -72,13 +76,19 @@ class _LRNFunction(torch.autograd.Function):
             p = torch.log(d, out=sq).mul_(-beta).exp_()
             y = xc * p
             r = torch.div(y, d, out=d)  # y / d, what the backward needs
+        return y.to(x.dtype), xc, p, r
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, size, alpha, beta, _ = inputs
+        _, xc, p, r = output
+        ctx.mark_non_differentiable(xc, p, r)
         ctx.save_for_backward(xc, p, r)
         ctx.lrn = (size, alpha, beta)
-        return y.to(x.dtype)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, grad: Tensor, *_unused: Tensor):
         xc, p, r = ctx.saved_tensors
         size, alpha, beta = ctx.lrn
         with torch.autocast(xc.device.type, enabled=False):
@@ -89,6 +99,13 @@ class _LRNFunction(torch.autograd.Function):
             dx = torch.mul(g, p, out=t).addcmul_(xc, u, value=-2.0 * beta)  # g*p - 2ab x S^T(.)
         return dx.to(grad.dtype), None, None, None, None
 
+    @staticmethod
+    def vmap(info, in_dims, x: Tensor, size: int, alpha: float, beta: float, k: float):
+        """(R, N, C, ...) stacked inputs: one call on (R*N, C, ...), the same per-example result."""
+        x = x.movedim(in_dims[0], 0)
+        outputs = _LRNFunction.apply(x.flatten(0, 1), size, alpha, beta, k)
+        return tuple(o.unflatten(0, x.shape[:2]) for o in outputs), (0, 0, 0, 0)
+
 
 def local_response_norm(
     x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
@@ -96,7 +113,7 @@ def local_response_norm(
     """Functional form, same arguments and result as `torch.nn.functional.local_response_norm`."""
     if x.dim() < 3:
         raise ValueError(f"expected (N, C, *spatial) input, got shape {tuple(x.shape)}")
-    return _LRNFunction.apply(x, int(size), float(alpha), float(beta), float(k))
+    return _LRNFunction.apply(x, int(size), float(alpha), float(beta), float(k))[0]
 
 
 class LocalResponseNorm(nn.Module):

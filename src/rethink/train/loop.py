@@ -196,6 +196,122 @@ def resume(folder: RunFolder, net: nn.Module, optimizer: torch.optim.Optimizer, 
     return progress, state["epoch"]
 
 
+@dataclass
+class RunState:
+    """One run while it trains: its data, network, optimizer and progress, and where it writes.
+
+    `fit` trains one RunState epoch by epoch; `rethink.train.stacked` trains several at once and
+    hands each its epoch's evaluation and record through the same methods, so a stacked run is
+    stored exactly as a plain one."""
+
+    config: RunConfig
+    data: RunData
+    store: Store | None
+    folder: RunFolder
+    net: nn.Module  # the module itself: evaluated, checkpointed
+    optimizer: torch.optim.Optimizer
+    replicas: Replicas
+    progress: Progress
+    next_epoch: int  # the (0-based) epoch it trains next
+    log: Callable[[str], None]
+    on_epoch: Callable[[dict[str, Any]], None] | None
+    suspects: Tensor  # for the screened evaluation
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(cls, config: RunConfig, data: RunData, store: Store | None, run_dir: Path, *,
+              log: Callable[[str], None] = print, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+              replicas: Replicas = ONE_PROCESS) -> tuple[RunState, nn.Module]:
+        """The run resumed from its checkpoint (or fresh, with epoch 0 recorded), and the module
+        the SGD steps run (the network, or its data-parallel wrapper)."""
+        folder, device = RunFolder(Path(run_dir)), data.train_y.device
+        net = build_model(config, data, device)
+        model = replicas.wrap(net)
+        optimizer = paper_sgd(model.parameters(), config)
+        progress, start_epoch = resume(folder, net, optimizer, data, config)
+        if start_epoch:
+            if store is not None:
+                store.replace_epochs(config.run_id, progress.history)
+            log(f"resuming run {config.run_id} after epoch {start_epoch} (step {progress.step})")
+        state = cls(config, data, store, folder, net, optimizer, replicas, progress, start_epoch, log,
+                    on_epoch, torch.ones(len(data.train_y), dtype=torch.bool, device=device))
+        if not progress.history:  # epoch 0: the initial network (not checkpointed: a kill now starts afresh)
+            train, test = evaluate_epoch(net, config, data, replicas, screen=False, suspects=state.suspects)
+            now = time.perf_counter()
+            state.record(epoch_row(0, progress, lr_at(config, 0, len(data.train_y)), train, test, data,
+                                   top5=data.num_classes > 5, train_time=0.0, eval_time=now - state.t_start,
+                                   wall_time=progress.wall_before + now - state.t_start), checkpoint=False)
+            if train.acc >= config.fit_threshold:
+                progress.steps_to_fit = 0
+        return state, model
+
+    @property
+    def active(self) -> bool:
+        """Whether it trains another epoch: within budget, not diverged, not stopped at its fit."""
+        return (self.next_epoch < self.config.max_epochs and self.progress.status != "diverged"
+                and not self.progress.done(self.config, self.next_epoch))
+
+    def diverge(self, loss: float) -> None:
+        self.progress.status = "diverged"
+        self.progress.message = f"loss became {loss} at step {self.progress.step + 1}"
+
+    def end_epoch(self, steps: int, train_time: float) -> None:
+        """After `steps` SGD steps of epoch `next_epoch`: evaluate, update the fit, record."""
+        config, data, progress, epoch = self.config, self.data, self.progress, self.next_epoch
+        progress.step += steps
+        t_eval = time.perf_counter()
+        screen = config.train_eval == "screen" and epoch + 1 < config.max_epochs and self.replicas.can_screen
+        train, test = evaluate_epoch(self.net, config, data, self.replicas, screen=screen,
+                                     suspects=self.suspects)
+        t_done = time.perf_counter()
+        top5 = data.num_classes > 5
+        progress.best_test = max(progress.best_test, test.acc)
+        if top5:
+            progress.best_top5 = max(progress.best_top5, test.top5_acc)
+        if progress.steps_to_fit is None and train is not None and train.acc >= config.fit_threshold:
+            progress.steps_to_fit = progress.step
+        row = epoch_row(epoch + 1, progress, lr_at(config, epoch, len(data.train_y)), train, test, data,
+                        top5=top5, wall_time=progress.wall_before + t_done - self.t_start,
+                        train_time=train_time, eval_time=t_done - t_eval)
+        self.record(row, checkpoint=True)
+        self.next_epoch += 1
+        if row.train_loss is not None and not math.isfinite(row.train_loss):
+            progress.status = "diverged"
+            progress.message = f"train loss became {row.train_loss} after step {progress.step}"
+
+    def record(self, row: EpochRow, *, checkpoint: bool) -> None:
+        """Checkpoint first (the source of truth a resume rebuilds the store from), then the row."""
+        self.progress.history.append(row.as_dict())
+        if checkpoint and self.replicas.writes:
+            save_state(self.folder, self.net, self.optimizer, self.progress, self.data)
+        if self.store is not None:
+            self.store.write_epoch(self.config.run_id, self.progress.history[-1])
+            if checkpoint:
+                failpoint("epoch-stored")
+        if self.on_epoch is not None:
+            self.on_epoch(self.progress.history[-1])
+        self.log(_epoch_line(self.progress.history[-1], self.config.max_epochs,
+                             self.data.changed.any().item()))
+
+    def finish(self) -> RunResult:
+        progress, config = self.progress, self.config
+        if progress.status != "diverged":
+            progress.status = "fitted" if progress.steps_to_fit is not None else "not-fitted"
+        last = progress.history[-1] if progress.history else {}
+        result = RunResult(
+            run_id=config.run_id, status=progress.status,
+            epochs=sum(1 for row in progress.history if row["epoch"] > 0), steps=progress.step,
+            steps_to_fit=progress.steps_to_fit,
+            train_loss=last.get("train_loss", math.nan), train_acc=last.get("train_acc", math.nan),
+            test_loss=last.get("test_loss", math.nan), test_acc=last.get("test_acc", math.nan),
+            best_test_acc=progress.best_test,
+            wall_time=progress.wall_before + time.perf_counter() - self.t_start, message=progress.message,
+        )
+        if self.store is not None:
+            self.store.finish_run(config.run_id, progress.status, result.summary())
+        return result
+
+
 def fit(
     config: RunConfig,
     data: RunData,
@@ -212,97 +328,20 @@ def fit(
     With `world` (data-parallel, see `rethink.train.distributed`) every rank calls this; only the
     main rank writes: the others pass `store=None` and never touch the checkpoint.
     """
-    replicas, folder, n = replicas_for(world), RunFolder(Path(run_dir)), len(data.train_y)
-    net = build_model(config, data, data.train_y.device)  # the module itself: evaluated, checkpointed
-    model = replicas.wrap(net)  # what the SGD steps run
-    optimizer = paper_sgd(model.parameters(), config)
-    progress, start_epoch = resume(folder, net, optimizer, data, config)
-    if start_epoch:
-        if store is not None:
-            store.replace_epochs(config.run_id, progress.history)
-        log(f"resuming run {config.run_id} after epoch {start_epoch} (step {progress.step})")
-    t_start = time.perf_counter()
-    suspects = torch.ones(n, dtype=torch.bool, device=data.train_y.device)  # for screened evaluation
-
-    def record(row: EpochRow, checkpoint: bool) -> None:
-        progress.history.append(row.as_dict())
-        if checkpoint and replicas.writes:
-            save_state(folder, net, optimizer, progress, data)
-        if store is not None:
-            store.write_epoch(config.run_id, progress.history[-1])
-            if checkpoint:
-                failpoint("epoch-stored")
-        if on_epoch is not None:
-            on_epoch(progress.history[-1])
-        log(_epoch_line(progress.history[-1], config.max_epochs, data.changed.any().item()))
-
-    if not progress.history:  # epoch 0: the initial network (not checkpointed: a kill now starts afresh)
-        train, test = evaluate_epoch(net, config, data, replicas, screen=False, suspects=suspects)
-        record(epoch_row(0, progress, lr_at(config, 0, n), train, test, data, top5=data.num_classes > 5,
-                         wall_time=progress.wall_before + time.perf_counter() - t_start, train_time=0.0,
-                         eval_time=time.perf_counter() - t_start), checkpoint=False)
-        if train.acc >= config.fit_threshold:
-            progress.steps_to_fit = 0
-
-    for epoch in range(start_epoch, config.max_epochs):
-        if progress.done(config, epoch):
+    replicas = replicas_for(world)
+    run, model = RunState.start(config, data, store, run_dir, log=log, on_epoch=on_epoch, replicas=replicas)
+    device = data.train_y.device
+    while run.active:
+        t_epoch = time.perf_counter()
+        steps, bad_loss = train_epoch(model, run.optimizer, config, run.next_epoch, len(data.train_y),
+                                      lambda idx, gen: replicas.batch(data, idx.to(device), gen),
+                                      replicas=replicas, on_step=lambda: failpoint("step"))
+        if bad_loss is not None:
+            run.progress.step += steps
+            run.diverge(bad_loss)
             break
-        if not _run_epoch(epoch, config, data, net, model, optimizer, replicas, progress, suspects, t_start,
-                          record):
-            break
-    return _finish(config, store, progress, t_start)
-
-
-def _run_epoch(epoch: int, config: RunConfig, data: RunData, net: nn.Module, model: nn.Module,
-               optimizer: torch.optim.Optimizer, replicas: Replicas, progress: Progress, suspects: Tensor,
-               t_start: float, record: Callable[[EpochRow, bool], None]) -> bool:
-    """Train, evaluate and record one epoch; False when the run diverged."""
-    n, device = len(data.train_y), data.train_y.device
-    t_epoch = time.perf_counter()
-    steps, bad_loss = train_epoch(model, optimizer, config, epoch, n,
-                                  lambda idx, gen: replicas.batch(data, idx.to(device), gen),
-                                  replicas=replicas, on_step=lambda: failpoint("step"))
-    progress.step += steps
-    if bad_loss is not None:
-        progress.status, progress.message = "diverged", f"loss became {bad_loss} at step {progress.step + 1}"
-        return False
-    t_eval = time.perf_counter()
-    screen = config.train_eval == "screen" and epoch + 1 < config.max_epochs and replicas.can_screen
-    train, test = evaluate_epoch(net, config, data, replicas, screen=screen, suspects=suspects)
-    t_done = time.perf_counter()
-    top5 = data.num_classes > 5
-    progress.best_test = max(progress.best_test, test.acc)
-    if top5:
-        progress.best_top5 = max(progress.best_top5, test.top5_acc)
-    if progress.steps_to_fit is None and train is not None and train.acc >= config.fit_threshold:
-        progress.steps_to_fit = progress.step
-    row = epoch_row(epoch + 1, progress, lr_at(config, epoch, n), train, test, data, top5=top5,
-                    wall_time=progress.wall_before + t_done - t_start, train_time=t_eval - t_epoch,
-                    eval_time=t_done - t_eval)
-    record(row, True)
-    if row.train_loss is not None and not math.isfinite(row.train_loss):
-        progress.status, progress.message = "diverged", f"train loss became {row.train_loss} after step " \
-            f"{progress.step}"
-        return False
-    return True
-
-
-def _finish(config: RunConfig, store: Store | None, progress: Progress, t_start: float) -> RunResult:
-    if progress.status != "diverged":
-        progress.status = "fitted" if progress.steps_to_fit is not None else "not-fitted"
-    last = progress.history[-1] if progress.history else {}
-    result = RunResult(
-        run_id=config.run_id, status=progress.status,
-        epochs=sum(1 for row in progress.history if row["epoch"] > 0), steps=progress.step,
-        steps_to_fit=progress.steps_to_fit,
-        train_loss=last.get("train_loss", math.nan), train_acc=last.get("train_acc", math.nan),
-        test_loss=last.get("test_loss", math.nan), test_acc=last.get("test_acc", math.nan),
-        best_test_acc=progress.best_test,
-        wall_time=progress.wall_before + time.perf_counter() - t_start, message=progress.message,
-    )
-    if store is not None:
-        store.finish_run(config.run_id, progress.status, result.summary())
-    return result
+        run.end_epoch(steps, time.perf_counter() - t_epoch)
+    return run.finish()
 
 
 def _epoch_line(row: dict[str, Any], max_epochs: int, split: bool) -> str:

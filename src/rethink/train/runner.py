@@ -90,6 +90,58 @@ def run(
             raise _resource_error(store, config, torch_device, exc) from exc
 
 
+def run_stack(
+    configs: list[RunConfig],
+    *,
+    out_dir: str | Path = "runs",
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    download: bool = False,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> list[RunResult]:
+    """Train runs that share a stack key (`rethink.train.stacked.stack_key`) as one stacked model;
+    each is stored exactly as `run` stores it, and finished ones are returned from the store."""
+    from rethink.train.loop import RunState
+    from rethink.train.stacked import fit_stack, stack_key
+
+    for config in configs:
+        config.validate()
+    if len({stack_key(c) for c in configs}) != 1 or stack_key(configs[0]) is None:
+        raise ConfigError("these runs cannot train in one stack", "stack runs of one model, dataset, "
+                          "size, batch size and precision, without dropout")
+    out_dir, torch_device = Path(out_dir), resolve_device(device)
+    results: dict[str, RunResult] = {}
+    for config in configs:
+        done = _finished(out_dir, config.run_id, readonly=False)
+        if done is not None:
+            log(f"run {config.run_id} already finished ({done.status}); skipping")
+            results[config.run_id] = done
+    todo = [c for c in configs if c.run_id not in results]
+    if todo:
+        raw = load_dataset(todo[0].dataset, data_dir, download=download, cache_dir=cache_dir)
+        fmt = torch.channels_last if get_model_info(todo[0].model).is_conv else torch.contiguous_format
+        datas = [build_run_data(c, raw, memory_format=fmt, device=torch_device) for c in todo]
+        folders = [RunFolder.of(out_dir, c.run_id) for c in todo]
+        for config, data, folder in zip(todo, datas, folders, strict=True):
+            folder.load_state(data.corruption_sha256)  # refuse a foreign checkpoint before writing
+            log(_describe(config, data))
+        with contextlib.ExitStack() as stack:
+            for folder in folders:
+                stack.enter_context(folder.claim())
+            store = stack.enter_context(Store(out_dir))
+            states = []
+            for config, data, folder in zip(todo, datas, folders, strict=True):
+                folder.write_record(config, data)
+                _start(store, config, data, torch_device, None)
+                prefix = f"[{config.run_id[:8]}]"
+                states.append(RunState.start(config, data, store, folder.path,
+                                             log=lambda line, prefix=prefix: log(f"{prefix} {line}"))[0])
+            fit_stack(states)
+            results.update({s.config.run_id: s.finish() for s in states})
+    return [results[c.run_id] for c in configs]
+
+
 def _finished(out_dir: Path, run_id: str, *, readonly: bool) -> RunResult | None:
     if not (out_dir / DB_NAME).exists():
         return None
