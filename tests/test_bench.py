@@ -61,7 +61,7 @@ def test_quick_bench_runs_end_to_end(shared_data_dir, tmp_path, capsys):
     assert results["kernel"][0]["test_error"] < 0.5 and results["theorem1"][0]["weights"] == 2 * 1000 + 3072
     md = (tmp_path / "bench.md").read_text()
     for heading in ("Training throughput", "Epoch anatomy", "Time to fit", "Kernel interpolation",
-                    "Theorem 1", "Data loading", "Targets"):
+                    "Many runs at once", "Theorem 1", "Data loading", "Targets"):
         assert f"## {heading}" in md
     assert "matmul peak" in capsys.readouterr().out
 
@@ -80,26 +80,3 @@ def test_where_bf16_is_emulated_the_quick_bench_is_fp32_only_and_says_so(shared_
     assert list(results["peak"]) == ["fp32"] and not results["machine"]["bf16_native"]
     assert [r["precision"] for r in results["throughput"] + results["stacked"]] == ["fp32", "fp32"]
     assert f"Note: {note}." in (tmp_path / "bench.md").read_text()
-
-
-def test_a_stacked_step_equals_separate_steps():
-    import copy
-
-    from rethink.bench.training import Stacked
-    from rethink.config import RunConfig
-    from rethink.train.loop import sgd_step
-
-    config = RunConfig(model="mlp1x512")
-    torch.manual_seed(0)
-    models = [create_model("mlp1x512", in_shape=(3, 8, 8), num_classes=10) for _ in range(3)]
-    copies = [copy.deepcopy(m) for m in models]
-    optimizers = [torch.optim.SGD(m.parameters(), lr=config.effective_lr, momentum=0.9) for m in copies]
-    stack = Stacked(models, config)
-    x, y = torch.randn(3, 16, 3, 8, 8), torch.randint(0, 10, (3, 16))
-    for _ in range(2):  # two steps: momentum included
-        stack.step(x, y, "fp32")
-        for m, opt, xi, yi in zip(copies, optimizers, x, y, strict=True):
-            sgd_step(m, opt, xi, yi, "fp32")
-    for i, m in enumerate(copies):
-        for name, p in m.named_parameters():
-            torch.testing.assert_close(stack.params[name][i], p.detach(), atol=1e-5, rtol=1e-5)

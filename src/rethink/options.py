@@ -79,6 +79,16 @@ def integers(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers") from None
 
 
+def stack_choice(text: str) -> str | int:
+    """--stack: 'auto', 'off' or a number of runs (>= 2)."""
+    if text in ("auto", "off"):
+        return text
+    value = integer(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} runs is not a stack (pass auto, off or 2 or more)")
+    return value
+
+
 def word_or(word: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """`word` means None (e.g. 'epoch' for a period of one epoch), anything else `parse`s."""
 

@@ -33,6 +33,9 @@ RATIO_TARGETS = {
     "inception": (1.3, 2.4),
     "inception-nobn": (1.3, 2.4),
 }
+# The largest stack timed per model: 64 Inception runs of batch 128 hold ~6 GB of activations
+# and take minutes per timed step on a 2-core CPU.
+STACK_LIMIT = {"inception": 16, "inception-nobn": 16}
 UTILIZATION_TARGETS = {"fp32": 0.60, "bf16": 0.45}
 OUTSIDE_TARGET = 0.10
 
@@ -65,7 +68,8 @@ class BenchPlan:
     reference_sizes: tuple[int, ...] = ()
     theorem1_sizes: tuple[int, ...] = ()
     data: tuple[str, ...] = ()
-    stacked: tuple[int, ...] = ()  # numbers of MLP 1x512 runs stacked in one process
+    stacked: tuple[int, ...] = ()  # numbers of runs stacked in one model (rethink.train.stacked)
+    stacked_models: tuple[str, ...] = ("mlp1x512",)
 
     @classmethod
     def quick(cls) -> BenchPlan:
@@ -95,7 +99,8 @@ class BenchPlan:
             reference_sizes=(5_000, 10_000, 20_000),
             theorem1_sizes=(1_000, 10_000, 50_000),
             data=("mnist", "cifar10"),
-            stacked=(2, 4, 8),
+            stacked=(1, 4, 16, 64),
+            stacked_models=("mlp1x512", "mlp3x512", "alexnet", "inception"),
         )
 
 
@@ -130,7 +135,7 @@ def run_bench(
     out["anatomy"] = run_anatomy(plan, cifar, out["throughput"], **where, device=device, log=log)
     out["time_to_fit"] = run_time_to_fit(plan, **where, device=device, log=log)
     out["kernel"] = run_kernel(plan, out["peak"], **where, log=log)
-    out["stacked"] = run_stacked(plan, cifar, device=device, log=log)
+    out["stacked"] = run_stacked(plan, cifar, device=device, peak=out["peak"], log=log)
     out["theorem1"] = run_theorem1(plan, cifar, log=log)
     out["data"] = run_data(plan, data_dir=data_dir, log=log)
     out["seconds"] = time.time() - started
@@ -249,18 +254,25 @@ def run_kernel(
     return results
 
 
-def run_stacked(plan: BenchPlan, cifar, *, device: str, log=print) -> list[dict[str, Any]]:
-    """k MLP 1x512 runs trained one after another beside the same runs stacked in one model."""
+def run_stacked(plan: BenchPlan, cifar, *, device: str, peak: dict[str, Any],
+                log=print) -> list[dict[str, Any]]:
+    """k runs of each model trained one after another beside the same runs stacked in one model."""
     results = []
-    for k in plan.stacked:
-        for precision in plan.precisions:
-            s = training.setup(cifar, "mlp1x512", precision, plan.train_size, device=device)
-            r = training.stacked_mlps(s, k=k, steps=max(1, round(10 * plan.step_scale)), reps=plan.reps)
-            results.append(r)
-            log(
-                f"{k} MLP 1x512 runs {precision}: one after another {r['sequential']['median']:.0f} img/s, "
-                f"stacked {r['stacked']['median']:.0f} img/s ({r['speedup']:.2f}x)"
-            )
+    for model in plan.stacked_models:
+        for k in plan.stacked:
+            if k > STACK_LIMIT.get(model, k):
+                continue
+            for precision in plan.precisions:
+                s = training.setup(cifar, model, precision, plan.train_size, device=device)
+                # about the same work per timed repetition at every k; fewer repetitions of the largest
+                steps = max(1, round(STEPS[model] * plan.step_scale / max(1, k // 4)))
+                reps = plan.reps if k < 16 else min(plan.reps, 3)
+                r = training.stacked_runs(s, k=k, steps=steps, reps=reps,
+                                          peak_flops=peak[precision]["median"])
+                results.append(r)
+                log(f"{k} {model} runs {precision}: one after another {r['sequential']['median']:.0f} img/s, "
+                    f"stacked {r['stacked']['median']:.0f} img/s ({r['speedup']:.2f}x), "
+                    f"utilization {100 * r['utilization']:.0f}%")
     return results
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from rethink.bench.idiom import idiom_evaluate, idiom_loader, idiom_step, with_stock_lrn
@@ -29,7 +28,6 @@ from rethink.data.rundata import RunData
 from rethink.data.sources import RawDataset
 from rethink.models import create_model, get_model_info
 from rethink.store import Store
-from rethink.train.evaluation import autocast_for
 from rethink.train.loop import build_model, paper_sgd, sgd_step
 from rethink.train.runner import run
 
@@ -267,62 +265,57 @@ def time_to_fit(
     }
 
 
-class Stacked:
-    """k models of one architecture trained as one: parameters stacked along a new first axis
-    (`torch.func.stack_module_state`), the forward `vmap`-ed, one SGD optimizer over the stacks.
-    Each model's gradient is that of its own mean loss, so a step equals k separate steps."""
+@dataclass
+class _Member:
+    """A run as a stack sees it (rethink.train.stacked.Member)."""
 
-    def __init__(self, models: list[torch.nn.Module], config: RunConfig) -> None:
-        from torch.func import stack_module_state
-
-        params, self.buffers = stack_module_state(models)
-        self.params = {name: p.detach().requires_grad_() for name, p in params.items()}
-        self.optimizer = paper_sgd(self.params.values(), config)
-        self.base = copy.deepcopy(models[0]).to("meta")
-
-    def step(self, x: torch.Tensor, y: torch.Tensor, precision: str) -> None:
-        """x: (k, B, ...), y: (k, B): model i steps on (x[i], y[i])."""
-        from torch.func import functional_call, vmap
-
-        def forward(p, b, xi):
-            return functional_call(self.base, (p, b), (xi,))
-
-        with autocast_for(precision, x.device):
-            logits = vmap(forward)(self.params, self.buffers, x)  # (k, B, classes)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
-        self.optimizer.zero_grad(set_to_none=True)
-        (loss / y.shape[1]).backward()
-        self.optimizer.step()
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    config: RunConfig
 
 
-def stacked_mlps(s: Setup, *, k: int, steps: int, reps: int) -> dict[str, Any]:
-    """k MLP runs trained one after another vs stacked in one process (`torch.func.stack_module_state`
-    + `vmap`: one batched GEMM per layer for all k); images/s summed over the k runs."""
+def stacked_runs(s: Setup, *, k: int, steps: int, reps: int, peak_flops: float) -> dict[str, Any]:
+    """k runs of one model (different initializations, each its own batches) trained one after
+    another with `sgd_step`, beside the same k runs as one stack (`rethink.train.stacked.Stack`, what
+    `--stack` trains); images/s summed over the k runs, and the stack's FLOP utilization."""
+    from rethink.train.stacked import Stack
+
     config, data = s.config, s.data
-    models = [build_model(config.replace(init_seed=i), data, data.train_y.device) for i in range(k)]
-    optimizers = [paper_sgd(m.parameters(), config) for m in models]
+    device = data.train_y.device
+    members = []
+    for i in range(k):
+        net = build_model(config.replace(init_seed=i), data, device)
+        members.append(_Member(net, paper_sgd(net.parameters(), config), config))
     gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, len(data.train_y), (k, BATCH), generator=gen) for _ in range(steps)]
+    batches = [torch.randint(0, len(data.train_y), (k, BATCH), generator=gen).to(device)
+               for _ in range(steps)]
 
     def one_after_another() -> None:
         for idx in batches:
-            for m, opt, i in zip(models, optimizers, idx, strict=True):
-                sgd_step(m, opt, data.train_x[i], data.train_y[i], config.precision)
+            for m, i in zip(members, idx, strict=True):
+                sgd_step(m.net, m.optimizer, data.train_x[i], data.train_y[i], config.precision)
 
-    stack = Stacked(models, config)
+    for m in members:
+        m.net.train()
+    t_seq = time_reps(_synced(one_after_another, device), warmup=1, reps=reps)
+    stack = Stack(members, 0, len(data.train_y))
 
     def stacked() -> None:
         for idx in batches:
-            stack.step(data.train_x[idx], data.train_y[idx], config.precision)
+            stack.step(data.train_x[idx], data.train_y[idx])
 
-    t_seq = time_reps(one_after_another, warmup=1, reps=reps)
-    t_stack = time_reps(stacked, warmup=1, reps=reps)
-    images = k * steps * BATCH
+    t_stack = time_reps(_synced(stacked, device), warmup=1, reps=reps)
+    with FlopCounterMode(display=False) as counter:
+        first = batches[0][0]
+        sgd_step(members[0].net, members[0].optimizer, data.train_x[first], data.train_y[first],
+                 config.precision)
+    flops = counter.get_total_flops()  # one run's step
     return {
         "model": config.model,
         "precision": config.precision,
         "k": k,
-        "sequential": t_seq.rate(images),
-        "stacked": t_stack.rate(images),
+        "sequential": t_seq.rate(k * steps * BATCH),
+        "stacked": t_stack.rate(k * steps * BATCH),
         "speedup": t_seq.median / t_stack.median,
+        "utilization": k * flops * steps / t_stack.median / peak_flops,
     }

@@ -7,7 +7,7 @@ import argparse
 from rethink import options
 from rethink.commands.common import add_data_options, add_device_option, add_out_option, add_threads_option
 from rethink.config import RunConfig
-from rethink.options import names, non_negative_int, non_negative_number, positive_int
+from rethink.options import names, non_negative_int, non_negative_number, positive_int, stack_choice
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
     add_data_options(parser)
     ex = parser.add_argument_group("executor", "where the runs train (README: Sweeps on a Ray cluster)")
+    ex.add_argument("--stack", type=stack_choice, default="off", metavar="auto|off|K",
+                    help="train up to K compatible runs (one model, size, batch size and precision, no "
+                         "dropout) as one stacked model, stored exactly as plain runs; auto: a per-device "
+                         "choice (none on CPUs, where it measured no faster); default off")
     ex.add_argument("--executor", choices=("local", "ray"), default="local",
                     help="local: one run after another here (default); ray: each run a Ray task")
     ex.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
@@ -44,12 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rethink.errors import ConfigError
+    from rethink.experiments.executors import LocalExecutor, RayExecutor
     from rethink.experiments.sweep import run_sweep
 
-    executor = None  # the local one
+    executor = LocalExecutor(stack=args.stack)
     if args.executor == "ray":
-        from rethink.experiments.executors import RayExecutor
-
+        if args.stack != "off":
+            raise ConfigError("--stack is not available with --executor ray yet",
+                              "use --executor local, or --stack off")
         executor = RayExecutor(args.ray_address, cpus_per_run=args.cpus_per_run,
                                gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
     elif args.ray_address is not None:

@@ -93,7 +93,12 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """One run after another in this process; a run that raises is stored as failed."""
+    """The runs in this process: one after another, or (`stack`: "auto" or a number of runs) the
+    runs that can share a stack (`rethink.train.stacked`) as stacked models. A run that raises is
+    stored as failed (with a stack, every run of it)."""
+
+    def __init__(self, stack: str | int = "off") -> None:
+        self.stack = stack
 
     @contextmanager
     def session(self, log: Callable[[str], None]) -> Iterator[None]:
@@ -105,24 +110,58 @@ class LocalExecutor:
         return resolve_precision(name, resolve_device(device), warn=warn_on_stderr)
 
     def execute(self, jobs: list[Job], options: RunOptions, progress: Progress) -> None:
-        from rethink.train.runner import run
+        from rethink.machine import resolve_device
 
-        for job in jobs:
-            progress.start(job)
-            prefix = progress.prefix(job)
+        for group in plan_stacks(jobs, self.stack, resolve_device(options.device)):
+            for job in group:
+                progress.start(job)
             try:
-                result = run(job.config, out_dir=options.out_dir, data_dir=options.data_dir,
-                             cache_dir=options.cache_dir, device=options.device,
-                             tensorboard=options.tensorboard,
-                             log=lambda line, prefix=prefix: progress.log(f"{prefix} {line}"))
+                results = self._train(group, options, progress)
             except RethinkError as exc:  # a user-fixable problem (a damaged checkpoint): stop and say so
                 if exc.stops_sweep:
                     raise
-                progress.fail(job, str(exc), "")  # e.g. out of memory: this run only
+                for job in group:
+                    progress.fail(job, str(exc), "")  # e.g. out of memory: these runs only
             except Exception as exc:  # a broken run must not take the sweep down; it is stored
-                progress.fail(job, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
+                for job in group:
+                    progress.fail(job, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
             else:
-                progress.done(job, result)
+                for job, result in zip(group, results, strict=True):
+                    progress.done(job, result)
+
+    def _train(self, group: list[Job], options: RunOptions, progress: Progress) -> list[RunResult]:
+        from rethink.train.runner import run, run_stack
+
+        prefix = progress.prefix(group[0])
+        if len(group) == 1:
+            return [run(group[0].config, out_dir=options.out_dir, data_dir=options.data_dir,
+                        cache_dir=options.cache_dir, device=options.device, tensorboard=options.tensorboard,
+                        log=lambda line: progress.log(f"{prefix} {line}"))]
+        progress.log(f"{prefix} stacking {len(group)} runs: {', '.join(job.run_id for job in group)}")
+        return run_stack([job.config for job in group], out_dir=options.out_dir, data_dir=options.data_dir,
+                         cache_dir=options.cache_dir, device=options.device,
+                         log=lambda line: progress.log(f"{prefix} {line}"))
+
+
+def plan_stacks(jobs: list[Job], stack: str | int, device: Any) -> list[list[Job]]:
+    """The jobs in groups to train together, in the sweep's order of each group's first run: runs
+    with one stack key, at most `stack_size` per group; a run that cannot be stacked alone."""
+    from rethink.train.stacked import stack_key, stack_size
+
+    groups: list[list[Job]] = []
+    open_groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        key = stack_key(job.config)
+        size = stack_size(stack, job.config.model, device)
+        if key is None or size <= 1:
+            groups.append([job])
+            continue
+        group = open_groups.get(key)
+        if group is None or len(group) >= size:
+            group = open_groups[key] = []
+            groups.append(group)
+        group.append(job)
+    return groups
 
 
 class RayExecutor:

@@ -28,16 +28,33 @@ import copy
 import math
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from rethink.config import RunConfig, lr_at
 from rethink.faults import failpoint
 from rethink.seeds import seeded_generator
 from rethink.train.evaluation import autocast_for
 from rethink.train.loop import RunState
+
+# `--stack auto`: how many runs of each model to stack, by device type. On the 2-core CPUs we
+# measured (`rethink bench --parts stacked`, docs/benchmarks.md) a stack was not faster than one run
+# after another for any paper model, so auto stacks nothing there; on a GPU each small model is
+# launch-bound and a stack of 16 fills it far better (the bench's GPU table measures it).
+AUTO_STACK = {"cpu": {}, "cuda": {"default": 16}}
+
+
+def stack_size(stack: str | int, model: str, device: torch.device) -> int:
+    """Runs per stack for `--stack` (off, auto or a number) and a model on a device; 1 = plain."""
+    if stack == "off":
+        return 1
+    if stack == "auto":
+        table = AUTO_STACK.get(device.type, {})
+        return table.get(model, table.get("default", 1))
+    return int(stack)
 
 
 def stack_key(config: RunConfig) -> tuple | None:
@@ -48,10 +65,19 @@ def stack_key(config: RunConfig) -> tuple | None:
             config.batch_size, config.precision)
 
 
+class Member(Protocol):
+    """What a stack needs of a run (a `RunState` has it): its network, optimizer and config."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    config: RunConfig
+
+
 class Stack:
     """The stacked parameters, buffers and momentum of some runs, and one SGD step over all."""
 
-    def __init__(self, runs: Sequence[RunState], epoch: int) -> None:
+    def __init__(self, runs: Sequence[Member], epoch: int, n: int) -> None:
+        """`runs` at (0-based) `epoch` of a training set of `n` examples (their learning rates)."""
         from torch.func import stack_module_state
 
         self.runs = list(runs)
@@ -62,7 +88,6 @@ class Stack:
                          for name in self.params}
         # the architecture without weights, in train mode (batch-norm statistics of the batch)
         self.base = copy.deepcopy(nets[0]).to("meta")
-        n = len(self.runs[0].data.train_y)
         self.lr = [lr_at(r.config, epoch, n) for r in self.runs]
         self._hyper = self._hyper_tensors(next(iter(self.params.values())))
 
@@ -136,7 +161,7 @@ class Stack:
                 group["lr"] = self.lr[i]
 
 
-def _momentum_buffer(run: RunState, name: str) -> Tensor:
+def _momentum_buffer(run: Member, name: str) -> Tensor:
     """The run's momentum for parameter `name`; zeros before its first step (momentum x 0 + d is
     exactly d, torch's first-step buffer)."""
     p = dict(run.net.named_parameters())[name]
@@ -150,7 +175,7 @@ def train_stacked_epoch(runs: Sequence[RunState], epoch: int) -> None:
     first = runs[0]
     n, batch, device = len(first.data.train_y), first.config.batch_size, first.data.train_y.device
     t_epoch = time.perf_counter()
-    stack = Stack(runs, epoch)
+    stack = Stack(runs, epoch, n)
     orders = {id(r): torch.randperm(n, generator=seeded_generator(r.config.data_seed, "order", epoch))
               for r in runs}
     augment = {id(r): seeded_generator(r.config.data_seed, "augment", epoch) for r in runs}
