@@ -12,6 +12,7 @@ weights. A float32 stack is checked for one epoch, within 1e-3.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -196,3 +197,46 @@ def test_runs_with_dropout_or_other_shapes_do_not_share_a_stack():
     assert stack_key(a.replace(dropout=0.5)) is None
     assert stack_key(a) != stack_key(a.replace(batch_size=32)) != stack_key(a.replace(model="mlp1x512"))
     assert stack_key(a) == stack_key(a.replace(corruption="gaussian", weight_decay=1e-3, init_seed=4))
+
+
+def test_sweeps_group_compatible_runs_into_stacks_of_at_most_k():
+    from rethink.experiments.executors import Job, plan_stacks
+
+    configs = [RunConfig(**BASE, model="mlp1x512", init_seed=i) for i in range(5)]
+    configs += [RunConfig(**BASE, model="alexnet"), RunConfig(**BASE, model="mlp1x512", dropout=0.5)]
+    jobs = [Job(i + 1, c.run_id, c, 0) for i, c in enumerate(configs)]
+    cpu = torch.device("cpu")
+    sizes = [[j.config.model for j in group] for group in plan_stacks(jobs, 2, cpu)]
+    assert sizes == [["mlp1x512"] * 2, ["mlp1x512"] * 2, ["mlp1x512"], ["alexnet"], ["mlp1x512"]]
+    assert all(len(group) == 1 for group in plan_stacks(jobs, "off", cpu))
+    assert all(len(group) == 1 for group in plan_stacks(jobs, "auto", cpu))  # no stacking on CPUs
+    assert [len(g) for g in plan_stacks(jobs, "auto", torch.device("cuda"))] == [5, 1, 1]
+
+
+def test_a_stacked_sweep_stores_what_a_plain_sweep_stores(tmp_path):
+    """`--stack` changes how runs train, not what is stored: the same run ids, sweep points and
+    epochs, metrics within float32 rounding of one epoch's steps (1e-2, see the module docs)."""
+    from helpers import dump_store, make_image_folder
+
+    from rethink.experiments.executors import LocalExecutor
+    from rethink.experiments.sweep import run_sweep
+
+    data = make_image_folder(tmp_path / "data")
+    lines: list[str] = []
+    kwargs = dict(experiments=("fig1b",), models=("mlp1x512",), dataset=f"folder:{data}", precision="fp32",
+                  report=False)
+    run_sweep("smoke", out_dir=tmp_path / "plain", log=lambda _: None, **kwargs)
+    run_sweep("smoke", out_dir=tmp_path / "stacked", executor=LocalExecutor(stack=4), log=lines.append,
+              **kwargs)
+    stacked_sizes = [int(m.group(1)) for line in lines if (m := re.search(r"stacking (\d+) runs", line))]
+    assert stacked_sizes and all(2 <= k <= 4 for k in stacked_sizes), lines
+    plain, stacked = dump_store(tmp_path / "plain" / "results.sqlite"), \
+        dump_store(tmp_path / "stacked" / "results.sqlite")
+    assert plain[2] == stacked[2]  # sweep points: the same run ids behind the same points
+    assert [r["run_id"] for r in plain[0]] == [r["run_id"] for r in stacked[0]]
+    assert [(e["run_id"], e["epoch"], e["step"]) for e in plain[1]] == \
+        [(e["run_id"], e["epoch"], e["step"]) for e in stacked[1]]
+    for a, b in zip(plain[1], stacked[1], strict=True):
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-2, abs=1e-2), key

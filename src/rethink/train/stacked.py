@@ -40,10 +40,12 @@ from rethink.seeds import seeded_generator
 from rethink.train.evaluation import autocast_for
 from rethink.train.loop import RunState
 
-# `--stack auto`: how many runs of each model to stack, by device type. On the 2-core CPUs we
-# measured (`rethink bench --parts stacked`, docs/benchmarks.md) a stack was not faster than one run
-# after another for any paper model, so auto stacks nothing there; on a GPU each small model is
-# launch-bound and a stack of 16 fills it far better (the bench's GPU table measures it).
+# `--stack auto`: how many runs of each model to stack, by device type. On the 2-core Xeon
+# (`rethink bench --parts stacked`, docs/benchmarks-stacked.md) every stack was slower than the
+# same runs one after another, for every paper model, k and precision (0.09x-0.84x; the vmapped
+# convolutions leave oneDNN's fast paths, bf16 most of all), so auto stacks nothing on CPUs. On a
+# GPU each small model alone is launch-bound; 16 is the starting point until a GPU measurement
+# (scripts/gpu.sh times the same table) says otherwise.
 AUTO_STACK = {"cpu": {}, "cuda": {"default": 16}}
 
 
