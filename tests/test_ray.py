@@ -47,12 +47,12 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _ray_sweep(out: Path, dataset: str, log: list[str] | None = None, preset: str = "smoke",
-               max_retries: int = 2, **kwargs) -> SweepResult:
+               max_retries: int = 2, stack: str | int = "off", **kwargs) -> SweepResult:
     from rethink.experiments.executors import RayExecutor
 
     options = {**SWEEP, **kwargs}
     return run_sweep(preset, dataset=dataset, out_dir=out, log=(log.append if log is not None else _quiet),
-                     executor=RayExecutor(cpus_per_run=1, max_retries=max_retries), **options)
+                     executor=RayExecutor(cpus_per_run=1, max_retries=max_retries, stack=stack), **options)
 
 
 def _quiet(line: str) -> None:
@@ -267,3 +267,24 @@ def test_import_run_copies_every_column_and_replaces_the_epochs(tmp_path):
         assert driver.get_run("r1") == {**row, "started_at": started}  # kept, as a local rerun keeps it
         assert started != row["started_at"]
         assert driver.epochs("r1") == epochs
+
+
+def test_a_ray_task_trains_a_stack_and_the_driver_stores_each_run(ray_cluster, dataset, tmp_path):
+    """With --stack, one task trains a group of compatible runs as one stacked model and returns
+    every run; the driver stores them as the plain sweep stored them (float32: 1e-2, see
+    tests/test_stacked.py for why stacked float32 runs agree to rounding, not bit for bit)."""
+    log: list[str] = []
+    result = _ray_sweep(tmp_path / "stacked", dataset, log, stack=4, precision="fp32")
+    assert result.failed == 0
+    assert any("stacking" in line and "runs in one task" in line for line in log), log
+    plain = run_sweep("smoke", dataset=dataset, out_dir=tmp_path / "plain", log=_quiet,
+                      **{**SWEEP, "precision": "fp32"})
+    assert plain.failed == 0
+    a = dump_store(tmp_path / "plain" / "results.sqlite")
+    b = dump_store(tmp_path / "stacked" / "results.sqlite")
+    assert a[2] == b[2] and [r["run_id"] for r in a[0]] == [r["run_id"] for r in b[0]]
+    assert [(e["run_id"], e["epoch"]) for e in a[1]] == [(e["run_id"], e["epoch"]) for e in b[1]]
+    for x, y in zip(a[1], b[1], strict=True):
+        for key, value in x.items():
+            if isinstance(value, float):
+                assert y[key] == pytest.approx(value, rel=1e-2, abs=1e-2), key

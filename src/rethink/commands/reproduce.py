@@ -53,11 +53,9 @@ def run(args: argparse.Namespace) -> int:
 
     executor = LocalExecutor(stack=args.stack)
     if args.executor == "ray":
-        if args.stack != "off":
-            raise ConfigError("--stack is not available with --executor ray yet",
-                              "use --executor local, or --stack off")
         executor = RayExecutor(args.ray_address, cpus_per_run=args.cpus_per_run,
-                               gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+                               gpus_per_run=args.gpus_per_run, max_retries=args.max_retries,
+                               stack=args.stack)
     elif args.ray_address is not None:
         raise ConfigError("--ray-address needs --executor ray", "add --executor ray")
     result = run_sweep(

@@ -139,7 +139,7 @@ class LocalExecutor:
                         log=lambda line: progress.log(f"{prefix} {line}"))]
         progress.log(f"{prefix} stacking {len(group)} runs: {', '.join(job.run_id for job in group)}")
         return run_stack([job.config for job in group], out_dir=options.out_dir, data_dir=options.data_dir,
-                         cache_dir=options.cache_dir, device=options.device,
+                         cache_dir=options.cache_dir, device=options.device, tensorboard=options.tensorboard,
                          log=lambda line: progress.log(f"{prefix} {line}"))
 
 
@@ -174,11 +174,14 @@ class RayExecutor:
 
     `address` None starts a local Ray instance (shut down at the end) unless this process is
     already connected; "auto" or HOST:PORT connects to a running cluster. `runtime_env` is
-    passed to `ray.init` (e.g. {"working_dir": ...} when the nodes lack rethink).
+    passed to `ray.init` (e.g. {"working_dir": ...} when the nodes lack rethink). With `stack`
+    ("auto" or a number), a task trains a group of compatible runs as one stack (`plan_stacks`)
+    with the resources of one run, and returns each run's results.
     """
 
     def __init__(self, address: str | None = None, *, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
-                 max_retries: int = 2, runtime_env: dict[str, Any] | None = None) -> None:
+                 max_retries: int = 2, runtime_env: dict[str, Any] | None = None,
+                 stack: str | int = "off") -> None:
         try:
             import ray
         except ImportError as exc:
@@ -192,6 +195,7 @@ class RayExecutor:
         self._ray = ray
         self.address, self.runtime_env = address, runtime_env
         self.cpus_per_run, self.gpus_per_run, self.max_retries = cpus_per_run, gpus_per_run, max_retries
+        self.stack = stack
         self.log: Callable[[str], None] = print
 
     # ------------------------------------------------------------------ connection
@@ -265,31 +269,39 @@ class RayExecutor:
     def execute(self, jobs: list[Job], options: RunOptions, progress: Progress) -> None:
         if not jobs:
             return
+        import torch
+
         ray = self._ray
         task = ray.remote(_train_task)
-        queued = deque(jobs)
-        running: dict[Any, Job] = {}  # ObjectRef -> job: submitted, result not fetched yet
+        # where the runs train decides `--stack auto`: a GPU when the tasks ask for one
+        device = torch.device("cuda") if self.gpus_per_run > 0 else torch.device("cpu")
+        queued = deque(plan_stacks(jobs, self.stack, device))
+        running: dict[Any, list[Job]] = {}  # ObjectRef -> its runs: submitted, results not fetched yet
         user_error: RethinkError | None = None
         try:
             while queued or running:
                 # submit while the cluster has room; recomputed each time, clusters can grow
                 limit = max(self.slots(), 1)
                 while queued and user_error is None and len(running) < limit:
-                    job = queued.popleft()
-                    progress.start(job)
-                    running[self._submit(task, job, options, progress.prefix(job))] = job
+                    group = queued.popleft()
+                    for job in group:
+                        progress.start(job)
+                    if len(group) > 1:
+                        progress.log(f"{progress.prefix(group[0])} stacking {len(group)} runs in one task: "
+                                     f"{', '.join(job.run_id for job in group)}")
+                    running[self._submit(task, group, options, progress.prefix(group[0]))] = group
                 if not running:
                     break
                 # the state after refilling the free slots, before waiting for the next run to return
                 progress.log(f"ray: {len(queued)} queued / {len(running)} running / {progress.finished} done "
                              f"/ {progress.failed} failed")
                 [ref], _ = ray.wait(list(running), num_returns=1)
-                job = running.pop(ref)
-                error = self._collect(ref, job, options, progress)
+                group = running.pop(ref)
+                error = self._collect(ref, group, options, progress)
                 if error is not None and user_error is None:
                     user_error = error
-                    progress.log(f"{progress.prefix(job)} error: {error}; stopping after the "
-                                 f"{len(running)} runs in flight")
+                    progress.log(f"{progress.prefix(group[0])} error: {error}; stopping after the "
+                                 f"{len(running)} tasks in flight")
         except BaseException:  # Ctrl-C or a driver error: do not leave our tasks running
             for ref in running:
                 ray.cancel(ref)
@@ -299,9 +311,9 @@ class RayExecutor:
         if user_error is not None:
             raise user_error
 
-    def _submit(self, task: Any, job: Job, options: RunOptions, prefix: str) -> Any:
+    def _submit(self, task: Any, group: list[Job], options: RunOptions, prefix: str) -> Any:
         # an interrupted run resumes on the worker from the driver's last checkpoint
-        checkpoint = RunFolder.of(options.out_dir, job.run_id).checkpoint_bytes()
+        checkpoints = [RunFolder.of(options.out_dir, job.run_id).checkpoint_bytes() for job in group]
         worker_options = {
             "data_dir": None if options.data_dir is None else str(options.data_dir),
             "cache_dir": None if options.cache_dir is None else str(options.cache_dir),
@@ -309,23 +321,27 @@ class RayExecutor:
             "device": options.device,
             "tensorboard": options.tensorboard,
         }
-        return task.options(**self._options(f"rethink-run-{job.run_id}"), max_retries=self.max_retries,
-                            retry_exceptions=True).remote(job.config, checkpoint, worker_options,
-                                                          self.cpus_per_run, prefix)
+        name = f"rethink-run-{group[0].run_id}" + (f"-stack-{len(group)}" if len(group) > 1 else "")
+        return task.options(**self._options(name), max_retries=self.max_retries,
+                            retry_exceptions=True).remote([job.config for job in group], checkpoints,
+                                                          worker_options, self.cpus_per_run, prefix)
 
-    def _collect(self, ref: Any, job: Job, options: RunOptions, progress: Progress) -> RethinkError | None:
-        """Store one finished task's run (or its failure); return a user error to raise."""
+    def _collect(self, ref: Any, group: list[Job], options: RunOptions,
+                 progress: Progress) -> RethinkError | None:
+        """Store one finished task's runs (or their failure); return a user error to raise."""
         ray = self._ray
         tries = f"(tried {self.max_retries + 1} times)"
         try:
             payload = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # the task raised on every try
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-            progress.fail(job, f"{type(cause).__name__}: {cause}", f"{tries}\n{exc}")
+            for job in group:
+                progress.fail(job, f"{type(cause).__name__}: {cause}", f"{tries}\n{exc}")
             return None
         except ray.exceptions.RayError as exc:  # its worker or node died on every try
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            progress.fail(job, f"{type(exc).__name__}: {first}", f"{tries}\n{exc}")
+            for job in group:
+                progress.fail(job, f"{type(exc).__name__}: {first}", f"{tries}\n{exc}")
             return None
         if "user_error" in payload:
             cls, message, hint = payload["user_error"]
@@ -334,15 +350,17 @@ class RayExecutor:
             error = cls(message.replace(workdir, here), hint.replace(workdir, here))
             if error.stops_sweep:
                 return error
-            progress.fail(job, str(error), "")  # e.g. out of memory: this run only, the sweep goes on
+            for job in group:
+                progress.fail(job, str(error), "")  # e.g. out of memory: these runs only, the sweep goes on
             return None
-        # files first, then the database: a kill in between leaves a checkpoint the rerun resumes
-        RunFolder.of(options.out_dir, job.run_id).put_files(payload["files"])
-        for rel, data in payload["tensorboard"].items():
-            atomic_write(options.out_dir / "tensorboard" / job.run_id / rel, data)
-        with Store(options.out_dir) as store:
-            store.import_run(payload["row"], payload["epochs"])
-        progress.done(job, payload["result"])
+        for job, run in zip(group, payload["runs"], strict=True):
+            # files first, then the database: a kill in between leaves a checkpoint the rerun resumes
+            RunFolder.of(options.out_dir, job.run_id).put_files(run["files"])
+            for rel, data in run["tensorboard"].items():
+                atomic_write(options.out_dir / "tensorboard" / job.run_id / rel, data)
+            with Store(options.out_dir) as store:
+                store.import_run(run["row"], run["epochs"])
+            progress.done(job, run["result"])
         return None
 
 
@@ -386,33 +404,45 @@ def _probe_precision(name: str, device: str) -> tuple[str | None, tuple | None]:
         return None, _user_error(exc)
 
 
-def _train_task(config: RunConfig, checkpoint: bytes | None, options: dict[str, Any], threads: int,
-                prefix: str) -> dict[str, Any]:
-    """A Ray task: train one run in a private folder and return everything the driver stores.
+def _train_task(configs: list[RunConfig], checkpoints: list[bytes | None], options: dict[str, Any],
+                threads: int, prefix: str) -> dict[str, Any]:
+    """A Ray task: train one run (or a stack of them) in a private folder and return everything the
+    driver stores.
 
-    Returns {"row", "epochs", "files", "tensorboard", "result"}, or {"user_error", "workdir"}
-    for a RethinkError (returned, not raised, so Ray does not retry what a retry cannot fix).
+    Returns {"runs": [{"row", "epochs", "files", "tensorboard", "result"}, ...]}, or {"user_error",
+    "workdir"} for a RethinkError (returned, not raised, so Ray does not retry what a retry cannot fix).
     """
     import torch
 
-    from rethink.train.runner import run
+    from rethink.train.runner import run, run_stack
 
     torch.set_num_threads(threads)  # the CPUs Ray gave this task, not the node's
     with tempfile.TemporaryDirectory(prefix="rethink-ray-") as tmp:
         out = Path(tmp)
-        folder = RunFolder.of(out, config.run_id)
-        if checkpoint is not None:
-            folder.put_files({CHECKPOINT: checkpoint})
+        for config, checkpoint in zip(configs, checkpoints, strict=True):
+            if checkpoint is not None:
+                RunFolder.of(out, config.run_id).put_files({CHECKPOINT: checkpoint})
+
+        def log(line: str) -> None:  # printed lines reach the driver's terminal through Ray's log forwarding
+            print(f"{prefix} {line}", flush=True)
+
         try:
-            # printed lines reach the driver's terminal through Ray's log forwarding
-            result = run(config, out_dir=out, **options,
-                         log=lambda line: print(f"{prefix} {line}", flush=True))
+            if len(configs) == 1:
+                results = [run(configs[0], out_dir=out, **options, log=log)]
+            else:
+                results = run_stack(configs, out_dir=out, **options, log=log)
         except RethinkError as exc:
             return {"user_error": _user_error(exc), "workdir": tmp}
-        with Store(out) as store:
-            row, epochs = store.get_run(config.run_id), store.epochs(config.run_id)
-        files = folder.files()  # config.json, corruption.npz, checkpoint.pt
-        events = out / "tensorboard" / config.run_id
-        tensorboard = ({str(p.relative_to(events)): p.read_bytes() for p in events.rglob("*") if p.is_file()}
-                       if events.is_dir() else {})
-        return {"row": row, "epochs": epochs, "files": files, "tensorboard": tensorboard, "result": result}
+        return {"runs": [_run_payload(out, config, result) for config, result in zip(configs, results,
+                                                                                    strict=True)]}
+
+
+def _run_payload(out: Path, config: RunConfig, result: RunResult) -> dict[str, Any]:
+    """One trained run as the driver stores it: its row, epochs, folder files and event files."""
+    with Store(out) as store:
+        row, epochs = store.get_run(config.run_id), store.epochs(config.run_id)
+    files = RunFolder.of(out, config.run_id).files()  # config.json, corruption.npz, checkpoint.pt
+    events = out / "tensorboard" / config.run_id
+    tensorboard = ({str(p.relative_to(events)): p.read_bytes() for p in events.rglob("*") if p.is_file()}
+                   if events.is_dir() else {})
+    return {"row": row, "epochs": epochs, "files": files, "tensorboard": tensorboard, "result": result}

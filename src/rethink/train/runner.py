@@ -98,6 +98,7 @@ def run_stack(
     cache_dir: str | Path | None = None,
     download: bool = False,
     device: str = "auto",
+    tensorboard: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[RunResult]:
     """Train runs that share a stack key (`rethink.train.stacked.stack_key`) as one stacked model;
@@ -134,8 +135,12 @@ def run_stack(
             for config, data, folder in zip(todo, datas, folders, strict=True):
                 folder.write_record(config, data)
                 _start(store, config, data, torch_device, None)
-                prefix = f"[{config.run_id[:8]}]"
-                states.append(RunState.start(config, data, store, folder.path,
+                prefix, on_epoch = f"[{config.run_id[:8]}]", None
+                if tensorboard:
+                    writer = _tensorboard_writer(out_dir / "tensorboard" / config.run_id)
+                    stack.callback(writer.close)
+                    on_epoch = functools.partial(_write_scalars, writer)
+                states.append(RunState.start(config, data, store, folder.path, on_epoch=on_epoch,
                                              log=lambda line, prefix=prefix: log(f"{prefix} {line}"))[0])
             fit_stack(states)
             results.update({s.config.run_id: s.finish() for s in states})
