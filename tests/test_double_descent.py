@@ -59,3 +59,30 @@ def test_random_features_are_seeded_and_the_families_are_checked():
     assert not torch.equal(w1, dd.random_features(x, 11, seed=4)[0])
     with pytest.raises(ValueError, match="unknown random features"):
         dd.random_features(x, 3, kind="tanh")
+
+
+@pytest.mark.realdata
+def test_the_command_sweeps_records_and_refuses_bad_input(shared_data_dir, tmp_path, capsys):
+    import json
+    import sqlite3
+
+    from rethink.cli import main
+
+    out = tmp_path / "out"
+    argv = ["double-descent", "--data-dir", str(shared_data_dir), "--train-size", "200", "--test-size", "300",
+            "--ratios", "0.5,1,4", "--noise", "0.2", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "% of training labels changed" in text and "test error peaks at N/n = 1.00" in text
+    with sqlite3.connect(out / "results.sqlite") as db:
+        (config, result), = db.execute("SELECT config, result FROM theory WHERE kind = 'double-descent'")
+    config, result = json.loads(config), json.loads(result)
+    assert config["noise"] == 0.2 and config["bandwidth"] > 0 and 0.1 < result["realized_noise"] < 0.3
+    assert [p["ratio"] for p in result["points"]] == [0.5, 1.0, 4.0]
+    bad_input = ((["--noise", "2"], "outside [0, 1]"), (["--ratios", "0,1"], "must be positive"),
+                 (["--ratios", "a,b"], "comma list of numbers"), (["--features", "tanh"], "unknown"))
+    for bad, fragment in bad_input:
+        with pytest.raises(SystemExit) as exc_info:
+            raise SystemExit(main(["double-descent", "--out", str(tmp_path / "bad"), *bad]))
+        assert exc_info.value.code == 2 and fragment in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -79,6 +79,14 @@ def integers(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers") from None
 
 
+def numbers(text: str) -> tuple[float, ...]:
+    """A comma list of numbers: '0.5,1,2' -> (0.5, 1.0, 2.0)."""
+    try:
+        return tuple(float(t) for t in names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of numbers") from None
+
+
 def stack_choice(text: str) -> str | int:
     """--stack: 'auto', 'off' or a number of runs (>= 2)."""
     if text in ("auto", "off"):

@@ -9,4 +9,4 @@ maps known errors to one line and exit status 2.
 """
 
 COMMANDS = ("run", "reproduce", "report", "models", "data", "pack", "runs",
-            "measures", "expressivity", "kernel", "bench")
+            "measures", "expressivity", "kernel", "double_descent", "bench")
