@@ -86,3 +86,23 @@ def test_the_command_sweeps_records_and_refuses_bad_input(shared_data_dir, tmp_p
             raise SystemExit(main(["double-descent", "--out", str(tmp_path / "bad"), *bad]))
         assert exc_info.value.code == 2 and fragment in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def _sweep_row(errors: dict[float, float], test_size: int = 2000) -> dict:
+    points = [{"ratio": r, "test_error": e} for r, e in errors.items()]
+    return {"kind": "double-descent", "config": {"test_size": test_size}, "result": {"points": points}}
+
+
+@pytest.mark.parametrize(("errors", "test_size", "verdict"), [
+    ({0.5: 0.20, 1.0: 0.88, 2.0: 0.12, 10.0: 0.06}, 2000, "agrees"),  # the measured MNIST curve
+    ({0.5: 0.20, 0.9: 0.45, 2.0: 0.60, 10.0: 0.30}, 2000, "differs"),  # the peak at 2n, far from N = n
+    ({0.5: 0.20, 1.0: 0.50, 10.0: 0.45}, 100, "inconclusive"),  # no descent the test set can resolve
+    ({0.5: 0.20, 0.6: 0.30, 10.0: 0.05}, 2000, "inconclusive"),  # the sweep never visits N = n
+    ({0.5: 0.20, 1.0: 0.88}, 2000, "inconclusive"),  # nothing beyond the threshold
+])
+def test_the_double_descent_verdict_can_agree_differ_and_be_inconclusive(errors, test_size, verdict):
+    from rethink.report.theory import judge
+
+    ours, paper, said = judge(_sweep_row(errors, test_size))
+    assert said.split(":")[0] == verdict, (ours, said)
+    assert "N = n" in paper

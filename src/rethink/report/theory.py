@@ -1,5 +1,5 @@
 """The theory results of the store (Theorem 1, Section 5's kernels, Rademacher complexity, complexity
-measures, stability) as report rows, with the paper's number where it states one and a verdict
+measures, stability, and beyond the paper random-feature double descent) as report rows, with the paper's number where it states one and a verdict
 against it under a stated rule (`RULES`). `collect.latest_theory` has already kept one row per
 result, the latest when the same thing was measured several times.
 """
@@ -20,6 +20,7 @@ FIT = 0.99  # the report's fit threshold: a network "fits" 99% of its (random) t
 RADEMACHER_MIN = 1 - 2 * (1 - FIT)  # R = 1 - 2 x (fraction of signs missed): 0.98 at 99% fitted
 EXACT = 1e-6  # Theorem 1: max |c(x_i) - y_i| that counts as an exact fit in float64
 SGD_DISTANCE = 1e-2  # Section 5: |W - W*| / |W*| from w = 0 that counts as "the minimum-norm solution"
+THRESHOLD_BAND = (0.8, 1.25)  # N/n around the interpolation threshold N = n where the peak must lie
 
 RULES = (
     "Section 5 test errors (1.2% MNIST pixels, 0.6% MNIST Gabor, 46% CIFAR-10 pixels, 17% random-conv "
@@ -38,6 +39,12 @@ RULES = (
     "differs otherwise. Linear models are controls the paper says nothing about: no verdict.",
     f"SGD from w = 0 finds the minimum-norm solution (an argument, no number): agrees when it ends within "
     f"a relative distance of {SGD_DISTANCE:g} of it.",
+    "Double descent with random features (Belkin et al. 2019: test error peaks at the interpolation "
+    f"threshold N = n and decreases beyond it): agrees when the sweep's largest test error lies at an N/n "
+    f"in [{THRESHOLD_BAND[0]:g}, {THRESHOLD_BAND[1]:g}] and its 95% Wilson interval (of the test-set size) "
+    "lies above the interval of the error at the sweep's largest N/n; differs when the largest error "
+    "lies outside that band with its interval above every in-band point's; inconclusive otherwise (no "
+    "point in the band or beyond it, or overlapping intervals).",
 )
 
 
@@ -129,6 +136,30 @@ def rademacher_verdict(row: dict[str, Any]) -> tuple[str, str, str]:
     return ours, "≈ 1", AGREES if ok else DIFFERS
 
 
+def double_descent_verdict(row: dict[str, Any]) -> tuple[str, str, str]:
+    """(ours, paper, verdict) of a `rethink double-descent` sweep, under the rule in RULES."""
+    points = sorted((row.get("result") or {}).get("points") or [], key=lambda p: p["ratio"])
+    m = int((row.get("config") or {}).get("test_size") or 0)
+    claim = "test error peaks at N = n, falls beyond"
+    if not points or m <= 0:
+        return "-", claim, NO_NUMBER
+    low, high = THRESHOLD_BAND
+    peak, last = max(points, key=lambda p: p["test_error"]), points[-1]
+    band = [p for p in points if low <= p["ratio"] <= high]
+    ours = (f"peak {100 * peak['test_error']:.1f}% at N/n = {peak['ratio']:g}; "
+            f"{100 * last['test_error']:.1f}% at N/n = {last['ratio']:g} ({m:,} test images)")
+    if not band or last["ratio"] <= high:
+        return ours, claim, f"{INCONCLUSIVE}: the sweep has no N/n in [{low:g}, {high:g}] or none beyond it"
+    peak_lo = wilson(peak["test_error"], m)[0]
+    if low <= peak["ratio"] <= high:
+        if peak_lo > wilson(last["test_error"], m)[1]:
+            return ours, claim, AGREES
+        return ours, claim, f"{INCONCLUSIVE}: the descent beyond N = n is within the test set's interval"
+    if all(peak_lo > wilson(p["test_error"], m)[1] for p in band):
+        return ours, claim, f"{DIFFERS}: the test error peaks at N/n = {peak['ratio']:g}, outside the band"
+    return ours, claim, f"{INCONCLUSIVE}: the peak is not separable from the band's errors"
+
+
 def judge(row: dict[str, Any]) -> tuple[str, str, str]:
     """(ours, paper, verdict) of any theory row."""
     kind, result, config = row["kind"], row.get("result") or {}, row.get("config") or {}
@@ -142,6 +173,8 @@ def judge(row: dict[str, Any]) -> tuple[str, str, str]:
         return "-", "follow-up literature", NO_NUMBER
     if kind == "stability":
         return "-", "\"not uniformly stable\"", NO_NUMBER
+    if kind == "double-descent":
+        return double_descent_verdict(row)
     return "-", "-", NO_NUMBER
 
 
