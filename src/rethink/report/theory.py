@@ -1,7 +1,8 @@
 """The theory results of the store (Theorem 1, Section 5's kernels, Rademacher complexity, complexity
-measures, stability, and beyond the paper random-feature double descent) as report rows, with the paper's number where it states one and a verdict
-against it under a stated rule (`RULES`). `collect.latest_theory` has already kept one row per
-result, the latest when the same thing was measured several times.
+measures, stability, and beyond the paper random-feature double descent) as report rows, with the
+paper's (or the follow-up's) number or claim where it states one and a verdict against it under a
+stated rule (`RULES`). `collect.latest_theory` has already kept one row per result, the latest
+when the same thing was measured several times.
 """
 
 from __future__ import annotations
