@@ -1,0 +1,89 @@
+"""Per-example memorization and influence from models trained on random subsets.
+
+Feldman and Zhang, "What neural networks memorize and why" (NeurIPS 2020), Section 3: train m
+models, each on a random subset of a fraction r of the training set (r = 0.7), and estimate for
+training example i
+
+    mem(i) = P(model correct on i | i in its subset) - P(model correct on i | i not in it),
+
+and for a test example j the influence of training example i,
+
+    infl(i, j) = P(correct on j | i in the subset) - P(correct on j | i not in it).
+
+Each is a difference of two empirical proportions over the models; its standard error is that of
+a difference of independent proportions, sqrt(p1 (1 - p1) / m1 + p0 (1 - p0) / m0). An example
+that no model (or every model) trained on has no estimate (NaN).
+
+Combined with the randomization tests: under partial label corruption, the examples whose labels
+were changed can only be fitted by memorizing them, so they should carry the highest scores;
+`ranking_auc` measures that as the probability that a corrupted example outranks a clean one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rethink.seeds import seeded_generator
+
+
+def subset_masks(m: int, n: int, fraction: float = 0.7, seed: int = 0) -> Tensor:
+    """(m, n) bool: model k trains on the examples where row k is True, exactly round(fraction n)
+    of them, drawn independently per model from a stream of its own."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction {fraction} must be in (0, 1)")
+    size = round(fraction * n)
+    masks = torch.zeros(m, n, dtype=torch.bool)
+    for k in range(m):
+        masks[k, torch.randperm(n, generator=seeded_generator(seed, "memorization-subset", k))[:size]] = True
+    return masks
+
+
+def _difference(in_subset: Tensor, correct: Tensor) -> tuple[Tensor, Tensor]:
+    """For each column pair: P(correct | in) - P(correct | out) and its standard error.
+
+    in_subset: (m, n) bool; correct: (m, p) bool. Returns (n, p) estimates and standard errors."""
+    inside = in_subset.double()  # (m, n)
+    outside = 1 - inside
+    right = correct.double()  # (m, p)
+    m_in, m_out = inside.sum(0)[:, None], outside.sum(0)[:, None]  # (n, 1)
+    p_in = (inside.T @ right) / m_in  # (n, p)
+    p_out = (outside.T @ right) / m_out
+    estimate = p_in - p_out
+    stderr = torch.sqrt(p_in * (1 - p_in) / m_in + p_out * (1 - p_out) / m_out)
+    return estimate, stderr  # NaN where m_in or m_out is 0
+
+
+def memorization(in_subset: Tensor, correct_train: Tensor) -> tuple[Tensor, Tensor]:
+    """(n,) memorization scores and standard errors of the training examples.
+
+    in_subset, correct_train: (m, n) bool, model k's subset and its correctness on every training
+    example (including those it did not train on)."""
+    if in_subset.shape != correct_train.shape:
+        raise ValueError(f"shapes differ: {tuple(in_subset.shape)} and {tuple(correct_train.shape)}")
+    n = in_subset.shape[1]
+    estimate, stderr = _difference(in_subset, correct_train)
+    diagonal = torch.arange(n)
+    return estimate[diagonal, diagonal], stderr[diagonal, diagonal]
+
+
+def influence(in_subset: Tensor, correct_test: Tensor) -> tuple[Tensor, Tensor]:
+    """(n, t) influence of each training example on each test example, and standard errors.
+
+    in_subset: (m, n) bool; correct_test: (m, t) bool, model k's correctness on the test set."""
+    if in_subset.shape[0] != correct_test.shape[0]:
+        raise ValueError(f"{in_subset.shape[0]} subsets but {correct_test.shape[0]} models evaluated")
+    return _difference(in_subset, correct_test)
+
+
+def ranking_auc(scores: Tensor, positive: Tensor) -> float:
+    """P(score of a random positive > score of a random negative), ties counting 1/2 (the area under
+    the ROC curve of `positive` ranked by `scores`). NaN scores are left out."""
+    keep = ~torch.isnan(scores)
+    scores, positive = scores[keep].double(), positive[keep].bool()
+    pos, neg = scores[positive], scores[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).double().sum()
+    ties = (pos[:, None] == neg[None, :]).double().sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
