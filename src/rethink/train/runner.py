@@ -60,7 +60,8 @@ def run(
         log(f"run {config.run_id} already finished ({done.status}); skipping")
         return done
 
-    data = _prepare(config, data_dir, cache_dir, download, torch_device, world)
+    raw = load_dataset(config.dataset, data_dir, download=download, cache_dir=cache_dir)
+    data = _prepare(config, raw, torch_device, world)
     log(_describe(config, data))
     folder = RunFolder.of(out_dir, config.run_id)
     # a checkpoint that cannot be resumed (damaged, another run's, other data) is refused before
@@ -77,11 +78,7 @@ def run(
             return done
         folder.write_record(config, data)
         _start(store, config, data, torch_device, world)
-        on_epoch = None
-        if tensorboard:
-            writer = _tensorboard_writer(out_dir / "tensorboard" / config.run_id)
-            stack.callback(writer.close)
-            on_epoch = functools.partial(_write_scalars, writer)
+        on_epoch = _epoch_writer(stack, out_dir, config.run_id) if tensorboard else None
         try:
             return fit(config, data, store, folder.path, log=log, on_epoch=on_epoch, world=world)
         except (MemoryError, RuntimeError) as exc:
@@ -113,16 +110,17 @@ def run_stack(
                           "size, batch size and precision, without dropout")
     out_dir, torch_device = Path(out_dir), resolve_device(device)
     results: dict[str, RunResult] = {}
-    for config in configs:
-        done = _finished(out_dir, config.run_id, readonly=False)
-        if done is not None:
-            log(f"run {config.run_id} already finished ({done.status}); skipping")
-            results[config.run_id] = done
+    if (out_dir / DB_NAME).exists():
+        with Store(out_dir) as store:
+            for config in configs:
+                done = store.finished_result(config.run_id)
+                if done is not None:
+                    log(f"run {config.run_id} already finished ({done.status}); skipping")
+                    results[config.run_id] = done
     todo = [c for c in configs if c.run_id not in results]
     if todo:
         raw = load_dataset(todo[0].dataset, data_dir, download=download, cache_dir=cache_dir)
-        fmt = torch.channels_last if get_model_info(todo[0].model).is_conv else torch.contiguous_format
-        datas = [build_run_data(c, raw, memory_format=fmt, device=torch_device) for c in todo]
+        datas = [_prepare(c, raw, torch_device, None) for c in todo]
         folders = [RunFolder.of(out_dir, c.run_id) for c in todo]
         for config, data, folder in zip(todo, datas, folders, strict=True):
             folder.load_state(data.corruption_sha256)  # refuse a foreign checkpoint before writing
@@ -135,11 +133,8 @@ def run_stack(
             for config, data, folder in zip(todo, datas, folders, strict=True):
                 folder.write_record(config, data)
                 _start(store, config, data, torch_device, None)
-                prefix, on_epoch = f"[{config.run_id[:8]}]", None
-                if tensorboard:
-                    writer = _tensorboard_writer(out_dir / "tensorboard" / config.run_id)
-                    stack.callback(writer.close)
-                    on_epoch = functools.partial(_write_scalars, writer)
+                prefix = f"[{config.run_id[:8]}]"
+                on_epoch = _epoch_writer(stack, out_dir, config.run_id) if tensorboard else None
                 states.append(RunState.start(config, data, store, folder.path, on_epoch=on_epoch,
                                              log=lambda line, prefix=prefix: log(f"{prefix} {line}"))[0])
             fit_stack(states)
@@ -154,10 +149,9 @@ def _finished(out_dir: Path, run_id: str, *, readonly: bool) -> RunResult | None
         return store.finished_result(run_id)
 
 
-def _prepare(config: RunConfig, data_dir: str | Path | None, cache_dir: str | Path | None, download: bool,
-             device: torch.device, world: World | None) -> RunData:
-    """The run's data on its device, checked against the model and the processes before any write."""
-    raw = load_dataset(config.dataset, data_dir, download=download, cache_dir=cache_dir)
+def _prepare(config: RunConfig, raw: Any, device: torch.device, world: World | None) -> RunData:
+    """The run's data from the loaded dataset `raw`, on its device, checked against the model and the
+    processes before any write."""
     fmt = torch.channels_last if get_model_info(config.model).is_conv else torch.contiguous_format
     data = build_run_data(config, raw, memory_format=fmt, device=device)
     with torch.device("meta"):  # the model accepts this data (e.g. its minimum input)
@@ -198,6 +192,14 @@ def _silent(_: str) -> None:
 
 TENSORBOARD_SCALARS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_corrupted", "test_loss",
                        "test_acc", "best_test_acc", "lr")
+
+
+def _epoch_writer(stack: contextlib.ExitStack, out_dir: Path,
+                  run_id: str) -> Callable[[dict[str, Any]], None]:
+    """The `on_epoch` that writes a run's epoch rows as TensorBoard scalars; closed with `stack`."""
+    writer = _tensorboard_writer(out_dir / "tensorboard" / run_id)
+    stack.callback(writer.close)
+    return functools.partial(_write_scalars, writer)
 
 
 def _tensorboard_writer(log_dir: Path):  # -> torch.utils.tensorboard.SummaryWriter
