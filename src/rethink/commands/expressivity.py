@@ -91,12 +91,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _inputs(images, size: int):  # uint8 NHWC tensor -> (N, d) float64 tensor
     """uint8 NHWC -> (N, d) float64 raw pixel values, centre-cropped to size x size unless 0."""
-    from rethink.data.preprocess import center_crop
+    from rethink.data.pipeline import center_crop_nhwc
     from rethink.theory.expressivity import flatten_inputs
 
-    if size:
-        images = center_crop(images.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
-    return flatten_inputs(images)
+    return flatten_inputs(center_crop_nhwc(images, size) if size else images)
 
 
 def run(args: argparse.Namespace) -> int:
