@@ -86,8 +86,8 @@ class Stack:
         nets = [r.net.train() for r in self.runs]  # the stacked step trains (and stacking wants one mode)
         params, self.buffers = stack_module_state(nets)
         self.params = {name: p.detach().requires_grad_() for name, p in params.items()}
-        self.momentum = {name: torch.stack([_momentum_buffer(r, name) for r in self.runs])
-                         for name in self.params}
+        momenta = [_momentum_buffers(r) for r in self.runs]
+        self.momentum = {name: torch.stack([m[name] for m in momenta]) for name in self.params}
         # the architecture without weights, in train mode (batch-norm statistics of the batch)
         self.base = copy.deepcopy(nets[0]).to("meta")
         self.lr = [lr_at(r.config, epoch, n) for r in self.runs]
@@ -163,12 +163,14 @@ class Stack:
                 group["lr"] = self.lr[i]
 
 
-def _momentum_buffer(run: Member, name: str) -> Tensor:
-    """The run's momentum for parameter `name`; zeros before its first step (momentum x 0 + d is
+def _momentum_buffers(run: Member) -> dict[str, Tensor]:
+    """The run's momentum per parameter name; zeros before its first step (momentum x 0 + d is
     exactly d, torch's first-step buffer)."""
-    p = dict(run.net.named_parameters())[name]
-    buf = run.optimizer.state.get(p, {}).get("momentum_buffer")
-    return torch.zeros_like(p) if buf is None else buf
+    out = {}
+    for name, p in run.net.named_parameters():
+        buf = run.optimizer.state.get(p, {}).get("momentum_buffer")
+        out[name] = torch.zeros_like(p) if buf is None else buf
+    return out
 
 
 def train_stacked_epoch(runs: Sequence[RunState], epoch: int) -> None:
