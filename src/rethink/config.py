@@ -19,7 +19,7 @@ from typing import Any
 from rethink import options
 from rethink.data.corruption import CORRUPTIONS, GAUSSIAN_STATS, LABEL_NOISE_CONVENTIONS, PIXEL_CORRUPTIONS
 from rethink.errors import ConfigError
-from rethink.options import non_negative_int, option, positive_int, word_or
+from rethink.options import integers, non_negative_int, option, positive_int, word_or
 
 # rotate: uniform in +-25 degrees (Table 4); color: the ImageNet perturbation of brightness,
 # saturation, hue and contrast (Table 2; TF-slim's constants, rethink.data.preprocess.random_color)
@@ -29,7 +29,9 @@ TRAIN_EVALS = ("full", "screen")
 
 # Fields added after results were stored: at these values they are left out of the config's JSON
 # (and so of its run id), so runs stored before the field existed keep their identity.
-OMIT_AT_DEFAULT = {"train_eval": "full"}
+OMIT_AT_DEFAULT = {"train_eval": "full", "width": None, "optimizer": "sgd", "train_fraction": 1.0,
+                   "exclude": []}
+OPTIMIZERS = ("sgd", "adam")
 CIFAR10_TRAIN_SIZE = 50_000  # the paper's epoch, the unit of the default decay schedule
 
 
@@ -64,13 +66,19 @@ class RunConfig:
     # model
     model: str = option("mlp1x512", "see `rethink models`", group=MODEL)
     dropout: float = option(0.0, "dropout rate (off by default)", group=MODEL)
+    # the k of a width family (cnn5, resnet18k: double descent); None = the model's own size
+    width: int | None = option(None, "width k of a width-family model (default: its standard k)",
+                               group=MODEL, parse=positive_int)
     # The paper is silent; its code was TensorFlow, whose layers default to Glorot-uniform
     # weights and zero biases. "torch" (PyTorch's layer defaults) and "he" are switches. With
     # torch's defaults Inception w/o BatchNorm does not train at lr 0.1; with He it diverges.
     init: str = option("glorot", "weight initialization: glorot (TensorFlow's default), torch or he",
                        group=MODEL)
 
-    # optimization: the paper's protocol
+    # optimization: the paper's protocol (SGD with momentum); Adam for the double-descent runs,
+    # as Nakkiran et al. train them (same learning-rate schedule fields, momentum unused)
+    optimizer: str = option("sgd", "sgd (the paper's, with momentum) or adam", group=MODEL,
+                            choices=OPTIMIZERS)
     lr: float | None = option(None, "initial learning rate (default: the model's paper value, 0.1 "
                                     "Inception, 0.01 others)", group=MODEL)
     momentum: float = option(0.9, "SGD momentum", group=MODEL)
@@ -87,6 +95,16 @@ class RunConfig:
     augment: tuple[str, ...] = option((), "comma list of augmentations (off by default); color is "
                                           "ImageNet's colour perturbation", group=MODEL,
                                       choices=AUGMENTATIONS)
+
+    # Which examples of the (corrupted) training split a run trains on. train_fraction < 1 keeps a
+    # seeded random subset of that size (from the data seed's own stream: Feldman and Zhang's
+    # memorization estimator trains each model on 70%); exclude drops the listed examples (indices
+    # into the split, e.g. the most memorized). Corruption is drawn before either, so runs with
+    # different subsets share the same corrupted labels.
+    train_fraction: float = option(1.0, "train on this seeded random fraction of the training split",
+                                   group=DATA)
+    exclude: tuple[int, ...] = option((), "comma list of training-split indices left out of training",
+                                      group=DATA, parse=integers)
 
     # budget and stopping
     max_epochs: int = option(100, "epoch budget", group=BUDGET, parse=positive_int)
@@ -131,12 +149,14 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(sorted(set(self.augment))))
+        object.__setattr__(self, "exclude", tuple(sorted(set(self.exclude))))
 
     # ------------------------------------------------------------------ identity
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["augment"] = list(self.augment)
+        d["exclude"] = list(self.exclude)
         for key, legacy in OMIT_AT_DEFAULT.items():
             if d[key] == legacy:
                 del d[key]
@@ -158,8 +178,9 @@ class RunConfig:
                 f"unknown config key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(known))}"
             )
         values = dict(values)
-        if "augment" in values:
-            values["augment"] = tuple(values["augment"])
+        for key in ("augment", "exclude"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
     def replace(self, **changes: Any) -> RunConfig:
@@ -176,6 +197,7 @@ class RunConfig:
         _check_choice("gaussian statistics", self.gaussian_stats, GAUSSIAN_STATS)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("train evaluation", self.train_eval, TRAIN_EVALS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in self.augment:
             _check_choice("augmentation", name, AUGMENTATIONS)
         info = get_model_info(self.model)  # unknown model -> ConfigError listing known ones
@@ -208,6 +230,13 @@ class RunConfig:
         _check_range("weight_decay", self.weight_decay, 0, math.inf)
         _check_range("dropout", self.dropout, 0, 1, open_high=True)
         _check_range("fit_threshold", self.fit_threshold, 0, 1, open_low=True)
+        _check_range("train_fraction", self.train_fraction, 0, 1, open_low=True)
+        if any(not isinstance(i, int) or i < 0 for i in self.exclude):
+            raise ConfigError(f"exclude {self.exclude} must list non-negative indices", "fix --exclude")
+        if self.width is not None and info.default_width is None:
+            raise ConfigError(f"model {self.model!r} has no width", "drop --width, or use cnn5 or resnet18k")
+        if self.width is not None and (not isinstance(self.width, int) or self.width < 1):
+            raise ConfigError(f"width={self.width} must be a positive integer", "fix --width")
         if self.dropout > 0 and not info.supports_dropout:
             raise ConfigError(f"model {self.model!r} has no dropout option", "drop --dropout")
         for name in ("corruption_seed", "init_seed", "data_seed", "subset_seed"):

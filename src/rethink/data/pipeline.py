@@ -2,7 +2,8 @@
 
 Order of operations, computed once before training and never redrawn:
   subset (stratified, subset seed) -> [centre crop, for pixel tests] -> randomization test
-  (corruption seed) -> centre crop + per-image whitening of train and test.
+  (corruption seed) -> [the examples this run trains on: train_fraction, exclude] -> centre crop
+  + per-image whitening of train and test.
 With random-crop (or colour) augmentation the training images are also kept at full resolution
 and each batch is cropped (randomly, or centrally without crop), colour-perturbed and whitened on
 the fly; flips and rotations apply to the whitened batch. All of it is vectorized over the batch.
@@ -14,6 +15,7 @@ the same subsets and labels (rethink.data.streaming says where pixel tests diffe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 
@@ -23,7 +25,7 @@ from rethink.config import RunConfig
 from rethink.data.corruption import PIXEL_CORRUPTIONS, CorruptedData, corrupt
 from rethink.data.packed import PackedDataset
 from rethink.data.preprocess import center_crop, prepare
-from rethink.data.rundata import CROP_SLACK, RunData, needs_full_images, split_subset
+from rethink.data.rundata import CROP_SLACK, RunData, needs_full_images, split_subset, training_rows
 from rethink.data.sources import RawDataset
 from rethink.data.streaming import build_packed_run_data
 from rethink.errors import ConfigError
@@ -89,6 +91,13 @@ def randomized_split(config: RunConfig, raw: RawDataset) -> tuple[CorruptedData,
                    label_noise=config.label_noise, gaussian_stats=config.gaussian_stats)
     if int(data.train_labels.max()) >= len(raw.classes) or int(data.train_labels.min()) < 0:
         raise ConfigError(f"{raw.name}: labels outside 0..{len(raw.classes) - 1}", "check the dataset")
+    rows = training_rows(config, len(data.train_labels))
+    if rows is not None:  # after the corruption: the kept examples carry the split's corrupted labels
+        changed = data.changed[rows]
+        data = dataclasses.replace(data, train_images=data.train_images[rows],
+                                   train_labels=data.train_labels[rows], changed=changed,
+                                   realized_rate=float(changed.float().mean()))
+        subset = subset[rows]
     return data, subset
 
 

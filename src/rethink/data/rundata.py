@@ -24,7 +24,7 @@ from rethink.data.preprocess import (
     to_unit_float,
 )
 from rethink.errors import ConfigError
-from rethink.seeds import derive_seed
+from rethink.seeds import derive_seed, seeded_generator
 
 
 class ImageRows(Protocol):
@@ -115,3 +115,27 @@ def split_subset(labels: torch.Tensor, size: int, seed: int, split: str, name: s
     of its own derived from the subset seed and the split: never the corruption's or init's."""
     check_split_size(size, len(labels), split, name)
     return stratified_subset(labels, size, derive_seed(seed, "subset", split))
+
+
+def fraction_rows(n: int, fraction: float, seed: int, key: int = 0) -> torch.Tensor:
+    """round(fraction n) of the indices 0..n-1, sorted: a uniformly random subset drawn from a stream
+    of its own (seed, key), as Feldman and Zhang draw each model's training subset."""
+    order = torch.randperm(n, generator=seeded_generator(seed, "train-fraction", key))
+    return order[: round(fraction * n)].sort().values
+
+
+def training_rows(config: RunConfig, n: int) -> torch.Tensor | None:
+    """The rows of an n-example training split that the run trains on (`train_fraction` of them,
+    drawn with the data seed, less `exclude`); None when it trains on all of them."""
+    if config.train_fraction >= 1 and not config.exclude:
+        return None
+    if config.exclude and max(config.exclude) >= n:
+        raise ConfigError(f"exclude lists index {max(config.exclude)}, but the training split has {n} "
+                          "examples", "list indices below the training split's size")
+    rows = fraction_rows(n, config.train_fraction, config.data_seed)
+    if config.exclude:
+        rows = rows[~torch.isin(rows, torch.tensor(config.exclude, dtype=rows.dtype))]
+    if len(rows) == 0:
+        raise ConfigError("no training example is left after train_fraction and exclude",
+                          "keep a larger fraction or exclude fewer examples")
+    return rows

@@ -197,6 +197,9 @@ def build_packed_run_data(
     """`build_run_data` for a pack: same subsets and labels, images streamed (module docstring)."""
     device = torch.device(device)
     size = config.input_size
+    if config.train_fraction < 1 or config.exclude:
+        raise ConfigError(f"{ds.name}: --train-fraction and --exclude are not available for packs",
+                          "use --train-size for a subset of a pack")
     if size > ds.resolution:
         raise ConfigError(f"--input-size {size} is larger than the {ds.resolution}x{ds.resolution} images "
                           f"of {ds.name}", f"pass at most {ds.resolution}, or pack at a higher --resolution")

@@ -26,6 +26,7 @@ from rethink.errors import ConfigError
 
 PAPER_MODELS = ("inception", "inception-nobn", "alexnet", "mlp3x512", "mlp1x512")
 IMAGENET_MODEL = "inception-v3"  # Table 2's model
+WIDTH_MODELS = ("cnn5", "resnet18k")  # double descent's width families (beyond the paper)
 FIG1_MODELS = ("inception", "alexnet", "mlp1x512")  # Figure 1b/1c's models
 
 # Coefficient and rate the paper does not state for CIFAR-10; ours, documented.
@@ -58,6 +59,57 @@ class Exclusion:
         key = (point.experiment, labels["model"], labels["corruption"], labels["regularizer"])
         pattern = (self.experiment, self.model, self.corruption, self.regularizer)
         return all(p in ("*", k) for p, k in zip(pattern, key, strict=True))
+
+
+@dataclass(frozen=True)
+class DoubleDescentPlan:
+    """How big the double-descent experiments are (beyond the paper).
+
+    Random features (`double-descent-rff`, no training): Belkin, Hsu, Ma and Mandal (PNAS 2019),
+    min-norm least squares on N features for N/n in `rff_ratios`. Trained widths
+    (`double-descent-width`): Nakkiran et al. ("Deep double descent", ICLR 2020), width-k models
+    trained with Adam at a constant rate 1e-4 for a fixed number of epochs (no stopping at the fit:
+    their test error is read at the end, and per epoch), labels corrupted with the incorrect-only
+    convention they use."""
+
+    rff_datasets: tuple[str, ...] = ("mnist", "cifar10")
+    rff_features: tuple[str, ...] = ("rff",)
+    rff_train_size: int = 1_000
+    rff_test_size: int = 2_000
+    rff_ratios: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+    rff_noise: tuple[float, ...] = (0.0, 0.2)
+    models: tuple[str, ...] = ("cnn5", "resnet18k")
+    widths: tuple[int, ...] = tuple(range(1, 65))
+    noise: tuple[float, ...] = (0.0, 0.1, 0.2)
+    train_size: int | None = None
+    test_size: int | None = None
+    input_size: int = 32  # Nakkiran et al. train on the 32x32 images
+    epochs: int = 4_000  # their Adam runs: 4K epochs
+    lr: float = 1e-4
+    augment: tuple[str, ...] = ("crop", "flip")  # their standard augmentation
+    train_eval: str = "full"  # "screen" saves the training-set pass (final train error stays exact)
+
+
+@dataclass(frozen=True)
+class MemorizationPlan:
+    """How big the Feldman-Zhang memorization experiment is (beyond the paper): `runs` models per
+    label-noise level, each trained (the paper's protocol, to its fit) on its own random
+    `fraction` of the training split, with the same corrupted labels; then, from the clean level's
+    scores, runs on the whole split less the `removal` most memorized examples, or as many random
+    ones, `removal_seeds` each, beside runs with nothing removed."""
+
+    model: str = "inception"
+    width: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    input_size: int = 28
+    runs: int = 2_000
+    fraction: float = 0.7
+    noise: tuple[float, ...] = (0.0, 0.2)  # incorrect-only label noise; 0 gives the removal test
+    max_epochs: int = 200
+    epochs_past_fit: int = 0
+    removal: float = 0.1  # the fraction of the split removed
+    removal_seeds: int = 3
 
 
 @dataclass(frozen=True)
@@ -95,6 +147,9 @@ class Preset:
     experiments: tuple[str, ...] | None = None  # None = every experiment
     # points this preset leaves out to save time; the report lists each with its reason
     exclude: tuple[Exclusion, ...] = ()
+    # beyond the paper: double descent and memorization (run only when named in --experiments)
+    double_descent: DoubleDescentPlan = field(default_factory=DoubleDescentPlan)
+    memorization: MemorizationPlan = field(default_factory=MemorizationPlan)
 
     def includes(self, point: Point) -> bool:
         return not any(e.matches(point) for e in self.exclude)
@@ -103,6 +158,8 @@ class Preset:
         return self.max_epochs_for.get(f"{model}:{corruption}", self.max_epochs[model])
 
     def seeds_of(self, experiment: str, model: str) -> int:
+        if experiment == "memorization":  # one model per subset: the estimator's m
+            return self.memorization.runs
         return self.seeds_for.get(f"{experiment}:{model}", self.seeds.get(model, 1))
 
     def config(self, model: str, experiment: str = "", **fields: Any) -> RunConfig:
@@ -270,6 +327,63 @@ def table2(preset: Preset, seed: int) -> list[Point]:
     return points
 
 
+def _noise_fields(p: float) -> dict[str, Any]:
+    """Label noise as the double-descent and memorization studies corrupt: a fraction p of the
+    training labels changed to another class (incorrect-only), p = 0 the true labels."""
+    if p == 0:
+        return {"corruption": "true"}
+    return {"corruption": "partial", "p": p, "label_noise": "incorrect-only"}
+
+
+def double_descent_rff(preset: Preset, seed: int) -> list[Point]:
+    """No training runs: the random-feature fits run after the sweep's training
+    (`rethink.experiments.beyond`), from the preset's `double_descent` plan."""
+    return []
+
+
+def double_descent_width(preset: Preset, seed: int) -> list[Point]:
+    """Nakkiran et al.'s width sweeps: each width k of each model at each label-noise level,
+    trained with Adam at a constant rate for a fixed number of epochs."""
+    plan = preset.double_descent
+    points = []
+    for model in plan.models:
+        for p in plan.noise:
+            for k in plan.widths:
+                config = RunConfig(
+                    dataset=preset.dataset, model=model, width=k, train_size=plan.train_size,
+                    test_size=plan.test_size, input_size=plan.input_size, **_noise_fields(p),
+                    optimizer="adam", lr=plan.lr, lr_decay=1.0, init="torch", augment=plan.augment,
+                    max_epochs=plan.epochs, stop_at_fit=False, fit_threshold=preset.fit_threshold,
+                    precision=preset.precision, train_eval=plan.train_eval,
+                    corruption_seed=seed, init_seed=seed, data_seed=seed)
+                labels = {"model": model, "corruption": "partial", "p": p,
+                          "regularizer": "+".join(plan.augment) or "none", "seed": seed, "width": k}
+                points.append(Point("double-descent-width", labels, config))
+    return points
+
+
+def memorization_config(preset: Preset, p: float, **fields: Any) -> RunConfig:
+    """A run of the memorization study: the plan's model and sizes, the paper's protocol, label
+    noise p drawn once (corruption seed 0) for every run."""
+    plan = preset.memorization
+    return RunConfig(dataset=preset.dataset, model=plan.model, width=plan.width, train_size=plan.train_size,
+                     test_size=plan.test_size, input_size=plan.input_size, **_noise_fields(p),
+                     max_epochs=plan.max_epochs, epochs_past_fit=plan.epochs_past_fit,
+                     fit_threshold=preset.fit_threshold, precision=preset.precision, **fields)
+
+
+def memorization(preset: Preset, seed: int) -> list[Point]:
+    """Feldman and Zhang's subset runs: run `seed` of each noise level trains on its own random
+    fraction of the training split (drawn from its data seed)."""
+    plan = preset.memorization
+    return [
+        Point("memorization", {"model": plan.model, "corruption": "partial", "p": p, "regularizer": "none",
+                               "seed": seed},
+              memorization_config(preset, p, train_fraction=plan.fraction, init_seed=seed, data_seed=seed))
+        for p in plan.noise
+    ]
+
+
 def regularizers(preset: Preset, seed: int) -> list[Point]:
     return [
         _point("regularizers", preset, seed, model, regularizer=r)
@@ -288,10 +402,16 @@ EXPERIMENTS: dict[str, Callable[[Preset, int], list[Point]]] = {
     "table4": table4,
     "regularizers": regularizers,
     "table2": table2,
+    "double-descent-rff": double_descent_rff,
+    "double-descent-width": double_descent_width,
+    "memorization": memorization,
 }
-# What a sweep runs unless --experiments says otherwise: the CIFAR-10 experiments. Table 2 needs
-# an ImageNet(-like) dataset, so it is only run when named.
-DEFAULT_EXPERIMENTS = tuple(e for e in EXPERIMENTS if e != "table2")
+# Beyond the paper: double descent (Belkin et al. 2019, Nakkiran et al. 2020) and per-example
+# memorization (Feldman and Zhang 2020), run only when named.
+BEYOND_EXPERIMENTS = ("double-descent-rff", "double-descent-width", "memorization")
+# What a sweep runs unless --experiments says otherwise: the paper's CIFAR-10 experiments. Table 2
+# needs an ImageNet(-like) dataset, so it is only run when named.
+DEFAULT_EXPERIMENTS = tuple(e for e in EXPERIMENTS if e != "table2" and e not in BEYOND_EXPERIMENTS)
 
 
 # ---------------------------------------------------------------- presets
@@ -314,12 +434,18 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description="every experiment on a tiny slice (CI): checks the machinery, not the science",
-        models=(*PAPER_MODELS, IMAGENET_MODEL),
+        models=(*PAPER_MODELS, IMAGENET_MODEL, "cnn5"),
         train_size=_per_model(100),
         test_size=_per_model(100),
         max_epochs=_per_model(2),
         ps=(0.0, 0.5, 1.0),
         table2_input_size=75,  # Inception V3's smallest input
+        double_descent=DoubleDescentPlan(
+            rff_datasets=("mnist",), rff_train_size=100, rff_test_size=100, rff_ratios=(0.5, 1.0, 2.0),
+            models=("cnn5",), widths=(1, 2), noise=(0.0, 0.2), train_size=100, test_size=100, epochs=2,
+            augment=()),
+        memorization=MemorizationPlan(model="mlp1x512", train_size=100, test_size=100, runs=4,
+                                      max_epochs=2, removal_seeds=1),
     ),
     "demo": Preset(
         name="demo",
@@ -336,7 +462,7 @@ PRESETS: dict[str, Preset] = {
         description="every experiment sized for a 2-core CPU in about 3 hours (AVX-512/AMX class, fp32; "
         "about 4x that where fp32 is AVX2 only): the MLPs' Table 1 and Figure 1b/1c on all 50,000 "
         "images, AlexNet and Inception on subsets, several seeds where a run costs minutes",
-        models=PAPER_MODELS,
+        models=(*PAPER_MODELS, "cnn5"),
         # MLPs: the paper's 50,000 images (2-4 s per epoch here); AlexNet ~4 s per epoch at 2,500;
         # Inception ~10 s per epoch at 500 (100 images/s), the largest subsets that fit the hours
         train_size=_per_model(2_500, mlp1x512=None, mlp3x512=None, inception=500, inception_nobn=500),
@@ -372,16 +498,33 @@ PRESETS: dict[str, Preset] = {
             Exclusion("regularizers", "inception-nobn", _SLOW_INCEPTION),
             Exclusion("table1", "inception-nobn", _SLOW_NOBN, corruption="random-labels"),
         ),
+        # Beyond the paper, about an hour on the Xeon class in all. Random features on 1,000 images
+        # (a min-norm solve per N/n: minutes). The 5-layer CNN on 1,000 CIFAR-10 images (1,000 test)
+        # at 7 widths up to 16 (theirs: 1-64 on 50,000), 200 epochs of Adam 1e-4 (theirs: 4,000),
+        # without augmentation (their Figure 9 shows double descent without it too): about 15 min per
+        # noise level. Memorization with MLP 1x512 (the fastest model that fits, ~10 s a run) on
+        # 2,500 images, 48 subset runs per noise level (theirs: 2,000-4,000 ResNets), the full test
+        # set for the influence estimates and the removal test.
+        double_descent=DoubleDescentPlan(
+            models=("cnn5",), widths=(1, 2, 4, 6, 8, 12, 16), train_size=1_000, test_size=1_000,
+            epochs=200, augment=(), train_eval="screen"),
+        memorization=MemorizationPlan(model="mlp1x512", train_size=2_500, test_size=None, runs=48,
+                                      max_epochs=100),
     ),
     "paper": Preset(
         name="paper",
         description="the paper's full scale: all 50,000 images, all models (for GPUs); with "
         "--experiments table2 --dataset packed:DIR, Table 2 on ImageNet with Inception V3",
-        models=(*PAPER_MODELS, IMAGENET_MODEL),
+        models=(*PAPER_MODELS, IMAGENET_MODEL, *WIDTH_MODELS),
         train_size=_per_model(None),
         test_size=_per_model(None),
         # ImageNet epochs are 25x CIFAR-10's: 100 of them is TF-slim Inception's order of magnitude
         max_epochs=_per_model(300, inception_v3=100),
+        # the published grids: widths 1-64 of both families for 4,000 epochs with augmentation;
+        # 2,000 subset models per noise level (Feldman and Zhang use 2,000-4,000), the paper's
+        # Inception and protocol
+        double_descent=DoubleDescentPlan(),
+        memorization=MemorizationPlan(model="inception", runs=2_000, max_epochs=100),
     ),
 }
 
@@ -400,10 +543,11 @@ def build_points(
         raise ConfigError(f"unknown experiment(s) {', '.join(unknown)}",
                           f"choose from {', '.join(EXPERIMENTS)}")
     keep = models or preset.models
-    bad = [m for m in keep if m not in (*PAPER_MODELS, IMAGENET_MODEL)]
+    known = (*PAPER_MODELS, IMAGENET_MODEL, *WIDTH_MODELS)
+    bad = [m for m in keep if m not in known]
     if bad:
-        raise ConfigError(f"unknown model(s) {', '.join(bad)} for the paper's experiments",
-                          f"choose from {', '.join((*PAPER_MODELS, IMAGENET_MODEL))}")
+        raise ConfigError(f"unknown model(s) {', '.join(bad)} for these experiments",
+                          f"choose from {', '.join(known)}")
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be at least 1", "pass --seeds 1 or more")
 
@@ -412,7 +556,8 @@ def build_points(
         n = seeds if seeds is not None else preset.seeds_of(point.experiment, model)
         return model in keep and preset.includes(point) and point.labels["seed"] < n
 
-    most = seeds or max([*preset.seeds.values(), *preset.seeds_for.values(), 1])
+    runs = [preset.memorization.runs] if "memorization" in chosen else []
+    most = seeds or max([*preset.seeds.values(), *preset.seeds_for.values(), *runs, 1])
     points = [
         point
         for seed in range(most)

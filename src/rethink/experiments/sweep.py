@@ -20,6 +20,7 @@ from pathlib import Path
 from rethink.config import RunConfig
 from rethink.data.sources import load_dataset
 from rethink.errors import ConfigError
+from rethink.experiments import beyond
 from rethink.experiments.executors import Executor, Job, LocalExecutor, RunOptions
 from rethink.experiments.grids import DEFAULT_EXPERIMENTS, PRESETS, Point, Preset, build_points, sweep_id
 from rethink.fmt import duration
@@ -105,6 +106,12 @@ class SweepProgress:
         self.log(f"{self.prefix(job)} {result.status}: train {100 * result.train_acc:.2f}%, test "
                  f"{100 * result.test_acc:.2f}%, {result.steps} steps, {result.wall_time:.0f} s")
 
+    def absorb(self, later: SweepProgress) -> None:
+        """Count a later batch of the same sweep's runs (the removal test's) in this record."""
+        self.finished += later.finished
+        self.failed += later.failed
+        self.todo = self.todo + later.todo
+
     def fail(self, job: Job, message: str, detail: str) -> None:
         """Store the run as failed (`message` one line, `detail` e.g. the traceback)."""
         self.failed += 1
@@ -168,7 +175,9 @@ def _plan_and_execute(
     precision: str | None,
     log: Callable[[str], None],
 ) -> tuple[str, int, SweepProgress]:
-    """Expand, check, register and skip, then hand the runs still to do to the executor.
+    """Expand, check, register and skip, then hand the runs still to do to the executor; then the
+    beyond-the-paper parts that follow training (`rethink.experiments.beyond`), whose removal
+    runs are trained the same way.
 
     Returns the sweep id, the number of runs skipped as finished, and the progress record."""
     if precision is not None:
@@ -176,13 +185,30 @@ def _plan_and_execute(
     if dataset is not None:
         preset = _with_dataset(preset, dataset)
     points = build_points(preset, experiments, models, seeds)
+    chosen = experiments or preset.experiments or DEFAULT_EXPERIMENTS
     sweep_options = {
         "preset": preset.to_dict(),
-        "experiments": list(experiments or preset.experiments or DEFAULT_EXPERIMENTS),
+        "experiments": list(chosen),
         "models": list(models or preset.models),
         "seeds": seeds,
     }
     sid = sweep_id(preset, sweep_options)
+    skipped, progress = _execute(preset, sid, sweep_options, points, executor, options, log)
+    if "double-descent-rff" in chosen:
+        beyond.random_features(preset, options.out_dir, options.data_dir, options.cache_dir, log)
+    if "memorization" in chosen:
+        levels = beyond.memorization_scores(preset, sid, options.out_dir, options.data_dir,
+                                            options.cache_dir, log)
+        if 0.0 in levels:
+            removal = beyond.removal_points(preset, levels[0.0])
+            _, later = _execute(preset, sid, sweep_options, points + removal, executor, options, log)
+            progress.absorb(later)
+    return sid, skipped, progress
+
+
+def _execute(preset: Preset, sid: str, sweep_options: dict, points: list[Point], executor: Executor,
+             options: RunOptions, log: Callable[[str], None]) -> tuple[int, SweepProgress]:
+    """Register the sweep's points and train those not finished: (runs skipped, progress)."""
     runs = unique_runs(points)
 
     # Check the data before writing anything: a missing dataset fails here, in one line.
@@ -219,7 +245,7 @@ def _plan_and_execute(
     jobs = [Job(i, rid, runs[rid], stored[rid]) for i, rid in enumerate(todo, 1)]
     progress = SweepProgress(points, jobs, per_epoch, left, out_dir, log)
     executor.execute(jobs, options, progress)
-    return sid, len(done), progress
+    return len(done), progress
 
 
 def _check_sizes(configs: Iterable[RunConfig], n_train: int, n_test: int, preset: Preset) -> None:

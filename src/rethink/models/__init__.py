@@ -5,11 +5,12 @@
     count_params(model)  # 1,649,402, the paper's Table 1 count
 
 CIFAR10 (Table 1): mlp1x512, mlp3x512, alexnet, inception, inception-nobn. ImageNet (Table 2):
-inception-v3 (inputs >= 75x75; 299x299, 1000 classes standard). To add your own model, decorate
+inception-v3 (inputs >= 75x75; 299x299, 1000 classes standard). Double descent (width k):
+cnn5, resnet18k. To add your own model, decorate
 a builder with `register_model` (see `registry.py`).
 """
 
-from rethink.models import alexnet, inception, inception_v3, mlp  # noqa: F401  (registers the models)
+from rethink.models import alexnet, inception, inception_v3, mlp, widths  # noqa: F401  (registers the models)
 from rethink.models.lrn import LocalResponseNorm, local_response_norm
 from rethink.models.registry import (
     ModelInfo,

@@ -49,6 +49,9 @@ class ModelInfo:
     reference_params: int | None = None
     native_in_shape: tuple[int, int, int] = (3, 28, 28)  # the input the model is meant for
     native_num_classes: int = 10
+    # for a family scaled by a width k (double descent): the builder's k when none is given;
+    # None for a model of one fixed size
+    default_width: int | None = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}  # in registration order
@@ -65,6 +68,7 @@ def register_model(
     reference_params: int | None = None,
     native_in_shape: tuple[int, int, int] = (3, 28, 28),
     native_num_classes: int = 10,
+    default_width: int | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: file `builder` under `name`. Returns the builder unchanged.
 
@@ -88,6 +92,7 @@ def register_model(
             reference_params=reference_params,
             native_in_shape=tuple(native_in_shape),
             native_num_classes=native_num_classes,
+            default_width=default_width,
         )
         return builder
 
@@ -120,11 +125,13 @@ def create_model(
     in_shape: tuple[int, int, int] = (3, 28, 28),
     num_classes: int = 10,
     dropout: float = 0.0,
+    width: int | None = None,
 ) -> nn.Module:
     """Build a model with PyTorch's default init (seeded by `torch.manual_seed`); see `initialize`.
 
     `in_shape` is (channels, height, width) of the NCHW float input: (3, 28, 28) is the paper's
-    center-cropped CIFAR10, (1, 28, 28) is MNIST.
+    center-cropped CIFAR10, (1, 28, 28) is MNIST. `width` is the k of a width family (None: its
+    default); a model of one fixed size refuses it.
     """
     info = get_model_info(name)
     in_shape = tuple(in_shape)
@@ -146,6 +153,14 @@ def create_model(
             f"model {name!r} has no dropout option (dropout={dropout})",
             f"use dropout=0, or one of: {with_dropout}",
         )
+    if width is not None:
+        if info.default_width is None:
+            families = ", ".join(i.name for i in _REGISTRY.values() if i.default_width is not None)
+            raise ConfigError(f"model {name!r} has no width option (width={width})",
+                              f"drop the width, or use one of: {families}")
+        if not (isinstance(width, int) and width >= 1):
+            raise ConfigError(f"width must be a positive int, got {width!r}", "e.g. width=8")
+        kwargs["width"] = width
     return info.builder(**kwargs)
 
 

@@ -24,34 +24,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rethink.seeds import seeded_generator
+from rethink.data.rundata import fraction_rows
 
 
 def subset_masks(m: int, n: int, fraction: float = 0.7, seed: int = 0) -> Tensor:
     """(m, n) bool: model k trains on the examples where row k is True, exactly round(fraction n)
-    of them, drawn independently per model from a stream of its own."""
+    of them, drawn independently per model (as a run with `train_fraction` draws its subset)."""
     if not 0 < fraction < 1:
         raise ValueError(f"fraction {fraction} must be in (0, 1)")
-    size = round(fraction * n)
     masks = torch.zeros(m, n, dtype=torch.bool)
     for k in range(m):
-        masks[k, torch.randperm(n, generator=seeded_generator(seed, "memorization-subset", k))[:size]] = True
+        masks[k, fraction_rows(n, fraction, seed, key=k)] = True
     return masks
 
 
-def _difference(in_subset: Tensor, correct: Tensor) -> tuple[Tensor, Tensor]:
-    """For each column pair: P(correct | in) - P(correct | out) and its standard error.
-
-    in_subset: (m, n) bool; correct: (m, p) bool. Returns (n, p) estimates and standard errors."""
-    inside = in_subset.double()  # (m, n)
-    outside = 1 - inside
-    right = correct.double()  # (m, p)
-    m_in, m_out = inside.sum(0)[:, None], outside.sum(0)[:, None]  # (n, 1)
-    p_in = (inside.T @ right) / m_in  # (n, p)
-    p_out = (outside.T @ right) / m_out
-    estimate = p_in - p_out
+def _difference(inside: Tensor, p_in: Tensor, p_out: Tensor) -> tuple[Tensor, Tensor]:
+    """p_in - p_out and its standard error, with m_in and m_out the models with and without each
+    training example (`inside`: (m, n) bool; p_in, p_out: (n, ...) proportions)."""
+    m_in = inside.double().sum(0)
+    m_out = len(inside) - m_in
+    shape = (-1,) + (1,) * (p_in.dim() - 1)
+    m_in, m_out = m_in.reshape(shape), m_out.reshape(shape)
     stderr = torch.sqrt(p_in * (1 - p_in) / m_in + p_out * (1 - p_out) / m_out)
-    return estimate, stderr  # NaN where m_in or m_out is 0
+    return p_in - p_out, stderr  # NaN where m_in or m_out is 0
 
 
 def memorization(in_subset: Tensor, correct_train: Tensor) -> tuple[Tensor, Tensor]:
@@ -61,10 +56,10 @@ def memorization(in_subset: Tensor, correct_train: Tensor) -> tuple[Tensor, Tens
     example (including those it did not train on)."""
     if in_subset.shape != correct_train.shape:
         raise ValueError(f"shapes differ: {tuple(in_subset.shape)} and {tuple(correct_train.shape)}")
-    n = in_subset.shape[1]
-    estimate, stderr = _difference(in_subset, correct_train)
-    diagonal = torch.arange(n)
-    return estimate[diagonal, diagonal], stderr[diagonal, diagonal]
+    inside, right = in_subset.double(), correct_train.double()
+    p_in = (inside * right).sum(0) / inside.sum(0)
+    p_out = ((1 - inside) * right).sum(0) / (1 - inside).sum(0)
+    return _difference(in_subset, p_in, p_out)
 
 
 def influence(in_subset: Tensor, correct_test: Tensor) -> tuple[Tensor, Tensor]:
@@ -73,7 +68,10 @@ def influence(in_subset: Tensor, correct_test: Tensor) -> tuple[Tensor, Tensor]:
     in_subset: (m, n) bool; correct_test: (m, t) bool, model k's correctness on the test set."""
     if in_subset.shape[0] != correct_test.shape[0]:
         raise ValueError(f"{in_subset.shape[0]} subsets but {correct_test.shape[0]} models evaluated")
-    return _difference(in_subset, correct_test)
+    inside, right = in_subset.double(), correct_test.double()
+    p_in = (inside.T @ right) / inside.sum(0)[:, None]  # (n, t)
+    p_out = ((1 - inside).T @ right) / (1 - inside).sum(0)[:, None]
+    return _difference(in_subset, p_in, p_out)
 
 
 def ranking_auc(scores: Tensor, positive: Tensor) -> float:

@@ -51,9 +51,8 @@ from rethink.train.run_folder import RunFolder
 def build_model(config: RunConfig, data: RunData, device: torch.device) -> nn.Module:
     """The model, initialized from the init seed alone, in the memory format its family wants."""
     torch.manual_seed(derive_seed(config.init_seed, "init"))
-    model = create_model(
-        config.model, in_shape=data.in_shape, num_classes=data.num_classes, dropout=config.dropout
-    )
+    model = create_model(config.model, in_shape=data.in_shape, num_classes=data.num_classes,
+                         dropout=config.dropout, width=config.width)
     initialize(model, config.init)
     fmt = torch.channels_last if get_model_info(config.model).is_conv else torch.contiguous_format
     return model.to(device=device, memory_format=fmt)
@@ -64,6 +63,14 @@ def paper_sgd(params, config: RunConfig) -> torch.optim.SGD:
     learning rate (training loops set each epoch's rate with `lr_at`)."""
     return torch.optim.SGD(params, lr=config.effective_lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
+
+
+def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
+    """The config's optimizer: the paper's SGD, or Adam (PyTorch's betas and eps, as Nakkiran et
+    al. train their width families) with the config's L2 weight decay, at the initial rate."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.effective_lr, weight_decay=config.weight_decay)
+    return paper_sgd(params, config)
 
 
 def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, xb: Tensor, yb: Tensor, precision: str,
@@ -227,7 +234,7 @@ class RunState:
         folder, device = RunFolder(Path(run_dir)), data.train_y.device
         net = build_model(config, data, device)
         model = replicas.wrap(net)
-        optimizer = paper_sgd(model.parameters(), config)
+        optimizer = make_optimizer(model.parameters(), config)
         progress, start_epoch = resume(folder, net, optimizer, data, config)
         if start_epoch:
             if store is not None:

@@ -156,7 +156,7 @@ def _prepare(config: RunConfig, raw: Any, device: torch.device, world: World | N
     data = build_run_data(config, raw, memory_format=fmt, device=device)
     with torch.device("meta"):  # the model accepts this data (e.g. its minimum input)
         create_model(config.model, in_shape=data.in_shape, num_classes=data.num_classes,
-                     dropout=config.dropout)
+                     dropout=config.dropout, width=config.width)
     if world is not None:
         distributed.check_batches(world, len(data.train_y), config.batch_size)
     return data
@@ -223,10 +223,11 @@ def _describe(config: RunConfig, data: RunData) -> str:
     regs = [f"wd={config.weight_decay:g}"] if config.weight_decay else []
     regs += [f"aug={'+'.join(config.augment)}"] if config.augment else []
     regs += [f"dropout={config.dropout:g}"] if config.dropout else []
+    width = f" k={config.width}" if config.width else ""
     return (
-        f"run {config.run_id}: {config.model} on {config.dataset} "
+        f"run {config.run_id}: {config.model}{width} on {config.dataset} "
         f"({len(data.train_y)} train / {len(data.test_y)} test, {data.in_shape[1]}x{data.in_shape[2]}"
         f"x{data.in_shape[0]}), {what}, changed labels {100 * data.realized_rate:.1f}%, "
-        f"lr {config.effective_lr:g}, batch {config.batch_size}, {config.precision}, "
+        f"{config.optimizer} lr {config.effective_lr:g}, batch {config.batch_size}, {config.precision}, "
         f"regularizers: {', '.join(regs) or 'none'}"
     )

@@ -16,8 +16,9 @@ stack resumes every run, and a plain run can resume a stacked one's checkpoint a
 After each epoch the runs that fitted (or diverged, or reached their budget) leave the stack; a
 run whose loss becomes non-finite leaves at that step without its update, as a plain run would.
 
-What cannot be stacked is trained plainly: runs with dropout (a vmapped dropout draws other masks
-than the plain run), and runs that differ in anything the stacked forward shares (`stack_key`).
+What cannot be stacked is trained plainly: runs with Adam, runs with dropout (a vmapped dropout
+draws other masks than the plain run), and runs that differ in anything the stacked forward
+shares (`stack_key`).
 Floats: a stacked step computes the same sums as K plain steps, but vmapped kernels may add them
 in another order, so weights agree to float rounding (tests state the tolerance), not bit for bit.
 """
@@ -61,10 +62,11 @@ def stack_size(stack: str | int, model: str, device: torch.device) -> int:
 
 def stack_key(config: RunConfig) -> tuple | None:
     """Runs with equal keys can train in one stack; None for a run that trains only plainly."""
-    if config.dropout > 0:
+    if config.dropout > 0 or config.optimizer != "sgd":  # the stack's update is momentum SGD
         return None
-    return (config.model, config.dataset, config.train_size, config.test_size, config.input_size,
-            config.batch_size, config.precision)
+    return (config.model, config.width, config.dataset, config.train_size, config.test_size,
+            config.input_size, config.batch_size, config.precision, config.train_fraction,
+            len(config.exclude))
 
 
 class Member(Protocol):
