@@ -47,7 +47,7 @@ class Builder:
                       "seed": seed}
             self.points.append({"experiment": experiment, "labels": labels, "run_id": run_id,
                                 "config": config, "run": {"status": status}})
-        key = (experiment, model, corruption, None if p is None else round(float(p), 6), regularizer)
+        key = (experiment, model, corruption, None if p is None else round(float(p), 6), regularizer, None)
         self.cells[key] = Cell(*key, outcomes=tuple(outcomes))
         return self
 

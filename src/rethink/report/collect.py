@@ -24,7 +24,8 @@ from rethink.store import DB_NAME, Store
 
 # The report's section order (the grids' experiment names).
 EXPERIMENT_ORDER = ("table1", "fig1a", "fig1b", "fig1c", "memorization-order", "fig2b", "table4",
-                    "regularizers", "table2")
+                    "regularizers", "table2", "double-descent-rff", "double-descent-width", "memorization",
+                    "memorization-removal")
 NOT_RUN = "not run"
 # Statuses whose final numbers are a result (diverged and failed runs have none).
 RESULT_STATUSES = ("fitted", "not-fitted")
@@ -103,6 +104,7 @@ class Cell:
     corruption: str
     p: float | None
     regularizer: str
+    width: int | None  # the k of a width-family model (double descent); None elsewhere
     outcomes: tuple[Outcome, ...]
 
     @property
@@ -184,15 +186,15 @@ class SweepData:
         return [e for e in EXPERIMENT_ORDER if e in present] + sorted(present - set(EXPERIMENT_ORDER))
 
     def cell(self, experiment: str, model: str, corruption: str = "true", p: float | None = None,
-             regularizer: str = "none") -> Cell | None:
-        return self.cells.get(_key(experiment, model, corruption, p, regularizer))
+             regularizer: str = "none", width: int | None = None) -> Cell | None:
+        return self.cells.get(_key(experiment, model, corruption, p, regularizer, width))
 
     def cells_of(self, experiment: str) -> list[Cell]:
         """The experiment's cells by model, corruption, p and regularizer (the paper's orders)."""
         cells = [c for c in self.cells.values() if c.experiment == experiment]
         return sorted(cells, key=lambda c: (
             _rank(MODEL_ORDER, c.model), _rank(CORRUPTION_ORDER, c.corruption),
-            -1.0 if c.p is None else c.p, _rank(REGULARIZER_ORDER, c.regularizer)))
+            -1.0 if c.p is None else c.p, _rank(REGULARIZER_ORDER, c.regularizer), c.width or 0))
 
     def models(self, experiment: str | None = None) -> list[str]:
         """The models of the sweep (or of one experiment), in the paper's order."""
@@ -221,8 +223,9 @@ def _rank(order: tuple[str, ...], name: str) -> tuple[int, str]:
     return (order.index(name), "") if name in order else (len(order), name)
 
 
-def _key(experiment: str, model: str, corruption: str, p: float | None, regularizer: str) -> tuple:
-    return (experiment, model, corruption, None if p is None else round(float(p), 6), regularizer)
+def _key(experiment: str, model: str, corruption: str, p: float | None, regularizer: str,
+         width: int | None = None) -> tuple:
+    return (experiment, model, corruption, None if p is None else round(float(p), 6), regularizer, width)
 
 
 def _outcome(point: dict[str, Any]) -> Outcome:
@@ -297,7 +300,7 @@ def load_sweep(out_dir: str | Path, sweep_id: str | None = None,
         for point in points:
             lab = point["labels"]
             key = _key(point["experiment"], lab["model"], lab["corruption"], lab.get("p"),
-                       lab.get("regularizer") or "none")
+                       lab.get("regularizer") or "none", lab.get("width"))
             grouped.setdefault(key, []).append(_outcome(point))
         cells = {
             key: Cell(*key, outcomes=tuple(sorted(outs, key=lambda o: o.seed)))

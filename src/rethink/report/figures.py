@@ -254,3 +254,90 @@ def render(fig: Figure, fmt: str, dpi: int = DPI) -> bytes:
 def png_size(png: bytes) -> tuple[int, int]:
     """(width, height) in pixels of PNG bytes, from their IHDR header."""
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+# ---------------------------------------------------------------- beyond the paper
+
+
+class WidthPoint(NamedTuple):
+    """One width (or N/n) of a double-descent curve: an error (percent) with its 95% interval."""
+
+    x: float
+    value: float
+    lo: float
+    hi: float
+
+
+def double_descent(lines: dict[str, list[WidthPoint]], *, xlabel: str, threshold: float | None = None,
+                   threshold_label: str = "", ylabel: str = "test error (%)", title: str = "",
+                   log_y: bool = False, dashed: Sequence[str] = ()) -> Figure:
+    """Error (or norm) against model size on a log axis, with 95% error bars and the interpolation
+    threshold marked as a vertical line; series named in `dashed` are drawn dashed (train error)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    if threshold is not None:
+        ax.axvline(threshold, color="0.4", lw=1, ls="--", label=threshold_label)
+    for i, (label, pts) in enumerate(lines.items()):
+        pts = sorted(pts)
+        ax.errorbar([q.x for q in pts], [q.value for q in pts],
+                    yerr=[[max(q.value - q.lo, 0) for q in pts], [max(q.hi - q.value, 0) for q in pts]],
+                    color=f"C{i % 10}", marker="o", ms=3, capsize=2, label=label,
+                    ls="--" if label in dashed else "-")
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, which="both")
+    _legend(fig, ax, title="error bars: 95% interval")
+    return fig
+
+
+def epoch_curves(curves: dict[str, Series], title: str) -> Figure:
+    """Epoch-wise double descent: test error (percent) against epochs, one line per width."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for i, (label, (x, y)) in enumerate(curves.items()):
+        ax.plot(x, y, color=matplotlib.colormaps["viridis"](i / max(len(curves) - 1, 1)), lw=1.2, label=label)
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set(xlabel="epoch", ylabel="test error (%)", title=title)
+    ax.grid(alpha=0.3)
+    _legend(fig, ax)
+    return fig
+
+
+def score_histograms(panels: dict[str, dict[str, Sequence[float]]]) -> Figure:
+    """Memorization scores: one panel per noise level, a histogram per group of examples (clean,
+    changed labels), each normalized to its own count."""
+    fig = _figure(WIDTH, 3.2)
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    bins = [i / 20 - 1 for i in range(41)]  # scores lie in [-1, 1]
+    for ax, (title, groups) in zip(axes, panels.items(), strict=False):
+        for i, (label, values) in enumerate(groups.items()):
+            if len(values):
+                ax.hist(values, bins=bins, density=True, alpha=0.55, color=f"C{i}",
+                        label=f"{label} ({len(values):,})")
+        ax.set(xlabel="memorization score", ylabel="density", title=title, xlim=(-0.5, 1.0))
+        ax.legend(fontsize=7, frameon=False)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def image_grid(rows: Sequence[tuple[str, Sequence[tuple[object, str]]]], title: str) -> Figure:
+    """Rows of images (HWC uint8 arrays) with a caption under each and a title per row."""
+    cols = max((len(images) for _, images in rows), default=1)
+    fig = Figure(figsize=(1.0 * cols + 1.4, 1.05 * len(rows) + 0.4), layout="constrained")
+    axes = fig.subplots(max(len(rows), 1), cols, squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(images):
+                image, caption = images[c]
+                ax.imshow(image, cmap="gray" if getattr(image, "ndim", 3) == 2 else None)
+                ax.set_xlabel(caption, fontsize=6, labelpad=1)
+            else:
+                ax.axis("off")
+        axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
+    return fig

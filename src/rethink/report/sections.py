@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 from rethink.fmt import duration
-from rethink.report import analysis, figures, findings, tables, theory
+from rethink.report import analysis, beyond, figures, findings, tables, theory
 from rethink.report import paper_numbers as paper
 from rethink.report.collect import NOT_RUN, SweepData, theory_created, versions_of
 from rethink.report.document import (
@@ -368,6 +368,7 @@ SECTIONS = {
     "table4": section_table4,
     "regularizers": section_regularizers,
     "table2": section_table2,
+    **beyond.SECTIONS,
 }
 
 
@@ -392,7 +393,7 @@ def findings_section(found: list[Finding]) -> Section:
     return Section("findings", "Findings: the paper's claims against our runs").add(
         "Each claim, with what we measured (95% intervals in brackets, n per cell), the paper's value, "
         "the verdict, the paper's sentence, the rule, and the section with the runs. Rules:",
-        Bullets(list(findings.RULES)), *found,
+        Bullets(list(findings.RULES) + list(beyond.RULES)), *found,
         "Stated by the paper, not checked (no measure given):", Bullets(list(findings.NOT_CHECKED)))
 
 
@@ -413,6 +414,7 @@ def theory_section(sweep: SweepData) -> Section:
     with the gap) is the row shown."""
     order = {kind: i for i, kind in enumerate(THEORY_KINDS)}
     ranked = sorted(sweep.theory, key=lambda r: (order.get(r["kind"], len(order)), theory_created(r)))
+    ranked = [r for r in ranked if r["kind"] not in beyond.OWN_SECTION_KINDS]
     per_run = [r for r in ranked if r["kind"] == "measures" and r["config"].get("mode") == "run"]
     rows = [[THEORY_KINDS.get(t.kind, t.kind), t.measured, t.ours, t.paper, t.verdict, t.recorded]
             for t in theory.theory_rows([r for r in ranked if r not in per_run])]
@@ -429,10 +431,12 @@ def theory_section(sweep: SweepData) -> Section:
 
 
 def build_document(sweep: SweepData) -> Document:
-    found = findings.findings(sweep)
+    found = findings.findings(sweep) + beyond.findings(sweep)
     sections = [summary_section(found), header(sweep)]
     sections += [SECTIONS[e](sweep) for e in sweep.experiments if e in SECTIONS]
-    if sweep.theory:
+    if beyond.rff_rows(sweep):
+        sections.append(beyond.section_rff(sweep))
+    if any(r["kind"] not in beyond.OWN_SECTION_KINDS for r in sweep.theory):
         sections.append(theory_section(sweep))
     sections.append(findings_section(found))
     preset = _preset(sweep).get("name") or sweep.sweep.get("preset", "")
