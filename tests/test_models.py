@@ -30,6 +30,7 @@ from rethink.models.lrn import from_tf_lrn
 MODELS = [info.name for info in list_models() if info.paper_params is not None]
 CONV_MODELS = [info.name for info in list_models() if info.is_conv and info.paper_params is not None]
 IMAGENET_MODELS = ["inception-v3"]
+WIDTH_MODELS = ["cnn5", "resnet18k"]  # double descent's width families (tests/test_beyond.py)
 
 # Table 1 of the paper, at 28x28x3 input and 10 classes.
 PAPER_COUNTS = {
@@ -63,9 +64,10 @@ def _train_step(model: nn.Module, x: torch.Tensor, *, bf16: bool = False) -> tor
 # --- registry ---------------------------------------------------------------------------
 
 
-def test_registry_holds_exactly_the_paper_models():
+def test_registry_holds_exactly_the_paper_models_and_the_width_families():
     assert sorted(MODELS) == sorted(PAPER_COUNTS)
-    assert sorted(info.name for info in list_models()) == sorted([*PAPER_COUNTS, *IMAGENET_MODELS])
+    assert sorted(info.name for info in list_models()) == sorted([*PAPER_COUNTS, *IMAGENET_MODELS,
+                                                                   *WIDTH_MODELS])
 
 
 @pytest.mark.parametrize("name", MODELS)
