@@ -133,7 +133,9 @@ def header(sweep: SweepData) -> Section:
                    + " or ".join(f"{100 * t:g}%" for t in (thresholds or [1.0]))
                    + " (checked after every epoch; the same threshold decides every 'fits' verdict) or at "
                    "its budget" + (f"; Figure 2b's runs train {', '.join(map(str, past))} epochs past their "
-                                   "fit, to show what early stopping could gain" if past else "") + ".")
+                                   "fit, to show what early stopping could gain" if past else "")
+                   + ("; the double-descent runs do not stop at their fit: they train their whole budget"
+                      if any(c.get("stop_at_fit") is False for c in configs) else "") + ".")
     precision = _distinct(configs, "precision")
     wd = [w for w in _distinct(configs, "weight_decay") if w]
     dropout = [d for d in _distinct(configs, "dropout") if d]
@@ -146,11 +148,15 @@ def header(sweep: SweepData) -> Section:
     if inits:
         choices.append(f"weight initialization {', '.join(map(str, inits))} (glorot: TensorFlow's "
                        "layer default, the paper's framework)")
-    decay = _distinct(configs, "decay_samples")  # None (per epoch of the subset) is left out
+    decaying = [c for c in configs if c.get("lr_decay", 0.95) < 1]
+    decay = _distinct(decaying, "decay_samples")  # None (per epoch of the subset) is left out
     if decay:
         choices.append("learning-rate decay x0.95 per "
                        + ", ".join(f"{d:,} training samples" for d in decay)
                        + " seen (= per epoch on the full CIFAR-10 training set)")
+    if any(c.get("optimizer", "sgd") != "sgd" for c in configs):
+        choices.append("the double-descent width runs: Adam at a constant rate, as Nakkiran et al. train "
+                       "them (every other run: the paper's SGD with momentum 0.9)")
     if wd:
         choices.append(f"weight decay coefficient {', '.join(f'{w:g}' for w in wd)}")
     if dropout:
