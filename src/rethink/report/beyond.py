@@ -33,6 +33,7 @@ from rethink.report.document import (
 from rethink.report.stats import Interval, difference_interval, wilson
 
 BELKIN, NAKKIRAN, FELDMAN = "Belkin et al. 2019", "Nakkiran et al. 2020", "Feldman & Zhang 2020"
+SOURCES = (BELKIN, NAKKIRAN, FELDMAN)
 NEAR_FACTOR = 2.0  # "near the interpolation width": within this factor of it
 AUC_WELL_ABOVE = 0.75  # "well above 0.5"
 MEMORIZATION_KIND = "memorization"

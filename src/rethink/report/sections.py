@@ -399,7 +399,8 @@ def findings_section(found: list[Finding]) -> Section:
     return Section("findings", "Findings: the paper's claims against our runs").add(
         "Each claim, with what we measured (95% intervals in brackets, n per cell), the paper's value, "
         "the verdict, the paper's sentence, the rule, and the section with the runs. Rules:",
-        Bullets(list(findings.RULES) + list(beyond.RULES)), *found,
+        Bullets(list(findings.RULES) + (list(beyond.RULES) if any(f.source in beyond.SOURCES for f in found)
+                                         else [])), *found,
         "Stated by the paper, not checked (no measure given):", Bullets(list(findings.NOT_CHECKED)))
 
 
