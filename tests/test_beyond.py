@@ -232,3 +232,18 @@ def test_the_removal_verdict_holds_fails_and_is_inconclusive():
     assert beyond.removal_evidence(_removal_sweep([0.35, 0.351, 0.349], [0.30, 0.301, 0.299]))[0] == FAILS
     assert beyond.removal_evidence(_removal_sweep([0.30, 0.34, 0.32], [0.31, 0.35, 0.30]))[0] == INCONCLUSIVE
     assert beyond.removal_evidence(_removal_sweep([], []))[0] == NOT_MEASURED
+
+
+def test_influence_is_summarized_a_chunk_at_a_time_exactly():
+    from rethink.experiments.beyond import HIGH_INFLUENCE, TOP_PAIRS, influence_summary
+    from rethink.theory.memorization import influence, subset_masks
+
+    g = torch.Generator().manual_seed(0)
+    masks = subset_masks(40, 30, seed=1)
+    right = torch.rand(40, 12, generator=g) < 0.6
+    pairs, high = influence_summary(masks, right, chunk=7)
+    whole, _ = influence(masks, right)
+    assert high == int((whole >= HIGH_INFLUENCE).sum())
+    top = torch.topk(whole.flatten(), TOP_PAIRS).values
+    assert [q["influence"] for q in pairs] == pytest.approx(top.tolist())
+    assert all(whole[q["train"], q["test"]] == pytest.approx(q["influence"]) for q in pairs)

@@ -29,8 +29,10 @@ from rethink.config import RunConfig
 from rethink.data.pipeline import build_run_data
 from rethink.data.rundata import training_rows
 from rethink.data.sources import load_dataset
+from rethink.errors import CheckpointError
 from rethink.experiments.grids import Point, Preset, memorization_config
-from rethink.machine import software_versions
+from rethink.machine import resolve_device, software_versions
+from rethink.models import get_model_info
 from rethink.seeds import seeded_generator
 from rethink.store import Store
 from rethink.theory import double_descent as dd
@@ -93,18 +95,39 @@ def _finished_runs(store: Store, points: list[dict[str, Any]]) -> list[dict[str,
 
 
 @torch.no_grad()
-def correctness(out_dir: Path, config: RunConfig, raw: Any, full: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def correctness(out_dir: Path, config: RunConfig, raw: Any, full: Any, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, test) bool per example: a finished run's model, from its checkpoint, right on each
-    example of the whole (corrupted) training split `full` and of the test set."""
+    example of the whole (corrupted) training split `full` (on `device`) and of the test set, in
+    the precision it trained in."""
     own = build_run_data(config, raw)
     state = RunFolder.of(out_dir, config.run_id).load_state(own.corruption_sha256)
     if state is None:
-        raise FileNotFoundError(f"run {config.run_id} has no checkpoint in {out_dir}")
-    model = build_model(config, own, torch.device("cpu"))
+        raise CheckpointError(f"run {config.run_id} has no checkpoint in {out_dir}",
+                              "memorization scores need the run folders next to results.sqlite")
+    model = build_model(config, own, device)
     model.load_state_dict(state["model"])
-    on = [evaluate_rows(model, x, y, "fp32", slice(0, len(y)))[1] for x, y in
+    on = [evaluate_rows(model, x, y, config.precision, slice(0, len(y)))[1].cpu() for x, y in
           ((full.train_x, full.train_y), (full.test_x, full.test_y))]
     return on[0], on[1]
+
+
+def influence_summary(in_subset: torch.Tensor, right_test: torch.Tensor, chunk: int = 1024
+                       ) -> tuple[list[dict[str, Any]], int]:
+    """The TOP_PAIRS highest influence estimates (train, test, estimate, standard error) and the
+    number of pairs at or above HIGH_INFLUENCE, a chunk of training examples at a time (the whole
+    (n, t) matrix would not fit in memory at the paper's scale)."""
+    best: list[dict[str, Any]] = []
+    high = 0
+    for start in range(0, in_subset.shape[1], chunk):
+        infl, infl_se = fz.influence(in_subset[:, start:start + chunk], right_test)
+        high += int((infl >= HIGH_INFLUENCE).sum())
+        flat = torch.nan_to_num(infl, nan=-math.inf).flatten()
+        for i in torch.topk(flat, min(TOP_PAIRS, flat.numel())).indices.tolist():
+            best.append({"train": start + i // infl.shape[1], "test": i % infl.shape[1],
+                         "influence": float(flat[i]), "stderr": float(infl_se.flatten()[i])})
+        best = sorted(best, key=lambda q: -q["influence"])[:TOP_PAIRS]
+    return best, high
 
 
 def auc_interval(auc: float, n_pos: int, n_neg: int) -> tuple[float, float]:
@@ -136,11 +159,13 @@ def _grid(scores: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, clas
             "pixels": base64.b64encode(pixels.numpy().tobytes()).decode("ascii")}
 
 
-def scores_of(out_dir: Path, configs: list[RunConfig], raw: Any,
-              log: Callable[[str], None]) -> dict[str, Any]:
+def scores_of(out_dir: Path, configs: list[RunConfig], raw: Any, log: Callable[[str], None],
+              device: torch.device | None = None) -> dict[str, Any]:
     """The memorization and influence estimates of one noise level's subset runs (one config each)."""
+    device = device or torch.device("cpu")
     full_config = configs[0].replace(train_fraction=1.0, init_seed=0, data_seed=0)
-    full = build_run_data(full_config, raw)
+    fmt = torch.channels_last if get_model_info(full_config.model).is_conv else torch.contiguous_format
+    full = build_run_data(full_config, raw, memory_format=fmt, device=device)
     n = len(full.train_y)
     in_subset = torch.zeros(len(configs), n, dtype=torch.bool)
     right_train = torch.zeros(len(configs), n, dtype=torch.bool)
@@ -148,33 +173,29 @@ def scores_of(out_dir: Path, configs: list[RunConfig], raw: Any,
     for k, config in enumerate(configs):
         rows = training_rows(config, n)
         in_subset[k, rows if rows is not None else slice(None)] = True
-        right_train[k], right_test[k] = correctness(out_dir, config, raw, full)
+        right_train[k], right_test[k] = correctness(out_dir, config, raw, full, device)
     log(f"memorization: {len(configs)} models evaluated on {n:,} training and {len(full.test_y):,} "
         "test examples")
     mem, mem_se = fz.memorization(in_subset, right_train)
-    infl, infl_se = fz.influence(in_subset, right_test)
-    flat = torch.nan_to_num(infl, nan=-math.inf).flatten()
-    top = torch.topk(flat, min(TOP_PAIRS, flat.numel())).indices
-    pairs = [{"train": int(i // infl.shape[1]), "test": int(i % infl.shape[1]), "influence": float(flat[i]),
-              "stderr": float(infl_se.flatten()[i])} for i in top]
+    pairs, high = influence_summary(in_subset, right_test)
     changed = full.changed.cpu()
     auc = fz.ranking_auc(mem, changed) if changed.any() else math.nan
     return {
         "runs": len(configs), "n": n, "test": len(full.test_y),
         "scores": [round(float(v), 6) for v in mem], "stderr": [round(float(v), 6) for v in mem_se],
-        "changed": [int(c) for c in changed], "labels": full.train_y.tolist(),
+        "changed": [int(c) for c in changed], "labels": full.train_y.cpu().tolist(),
         "in_subset_train_acc": float(right_train[in_subset].double().mean()),
         "out_subset_train_acc": float(right_train[~in_subset].double().mean()),
         "test_acc": float(right_test.double().mean()),
         "auc": auc, "auc_interval": list(auc_interval(auc, int(changed.sum()), int((~changed).sum()))),
         "influence_pairs": pairs,
-        "high_influence_pairs": int((infl >= HIGH_INFLUENCE).sum()),
-        "grid": _grid(mem, full.train_y, raw.train_images[full.subset], full.classes),
+        "high_influence_pairs": high,
+        "grid": _grid(mem, full.train_y.cpu(), raw.train_images[full.subset], full.classes),
     }
 
 
 def memorization_scores(preset: Preset, sweep_id: str, out_dir: Path, data_dir: str | Path | None,
-                        cache_dir: str | Path | None, log: Callable[[str], None]
+                        cache_dir: str | Path | None, log: Callable[[str], None], device: str = "cpu"
                         ) -> dict[float, dict[str, Any]]:
     """Compute and record the scores of each noise level whose subset runs are all finished and
     whose scores are not recorded yet; returns every noise level's recorded result."""
@@ -198,7 +219,7 @@ def memorization_scores(preset: Preset, sweep_id: str, out_dir: Path, data_dir: 
             configs = [RunConfig.from_dict(json.loads(json.dumps(g["config"]))) for g in
                        sorted(group, key=lambda g: g["labels"]["seed"])]
             raw = load_dataset(configs[0].dataset, data_dir, cache_dir=cache_dir)
-            out[p] = scores_of(out_dir, configs, raw, log)
+            out[p] = scores_of(out_dir, configs, raw, log, resolve_device(device))
             store.record_theory(MEMORIZATION, key, out[p], software_versions())
             if not math.isnan(out[p]["auc"]):
                 log(f"memorization at noise {p:g}: AUC of the changed labels by score {out[p]['auc']:.3f}")

@@ -198,7 +198,7 @@ def _plan_and_execute(
         beyond.random_features(preset, options.out_dir, options.data_dir, options.cache_dir, log)
     if "memorization" in chosen:
         levels = beyond.memorization_scores(preset, sid, options.out_dir, options.data_dir,
-                                            options.cache_dir, log)
+                                            options.cache_dir, log, options.device)
         if 0.0 in levels:
             removal = beyond.removal_points(preset, levels[0.0])
             _, later = _execute(preset, sid, sweep_options, points + removal, executor, options, log)
