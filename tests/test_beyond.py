@@ -160,7 +160,8 @@ def test_a_beyond_sweep_records_everything_and_a_rerun_recomputes_nothing(tmp_pa
     second = run_sweep("smoke", experiments=BEYOND_EXPERIMENTS, out_dir=tmp_path, data_dir=shared_data_dir,
                        precision="fp32", report=False, log=again.append)
     assert second.finished == 0 and second.failed == 0
-    assert not [line for line in again if "models evaluated" in line]
+    assert not [line for line in again if "models evaluated" in line or "test error peaks" in line]
+    assert len([line for line in again if line.endswith(": recorded")]) == 2  # both random-feature sweeps
     report = (Path(write_report(tmp_path)).parent / "report.md").read_text()
     for title in ("double descent with random features", "double descent of trained widths",
                   "which examples are memorized"):
