@@ -194,6 +194,9 @@ def test_the_width_peak_verdict_holds_fails_and_is_inconclusive():
     no_descent = _curve({1: 0.60, 2: 0.65, 4: 0.70, 8: 0.70}, fits_at=4)
     assert beyond.peak_evidence(no_descent)[0] == INCONCLUSIVE
     assert beyond.peak_evidence(no_descent[:2])[0] == NOT_MEASURED
+    untrained = Cell("double-descent-width", "cnn5", "partial", 0.2, "none", 32,
+                     (Outcome("r32", 0, "not run", 10, n_test=10_000),))
+    assert beyond.peak_evidence([*peak_at_fit, untrained])[0] == INCONCLUSIVE
 
 
 def test_the_noise_verdict_holds_and_fails():

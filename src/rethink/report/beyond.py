@@ -177,6 +177,9 @@ def peak_evidence(cells: Sequence[Cell]) -> tuple[str, str]:
     measured = (f"peak {_pct_iv(peak)} at k = {k_peak}; "
                 f"{100 * last.estimate:.1f}% at k = {k_last}; interpolation width "
                 + (f"k = {k0}" if k0 else "none (no width fits)"))
+    missing = [str(c.width) for c in cells if not c.results]
+    if missing:  # a width still to train could hold the peak
+        return INCONCLUSIVE, measured + f"; no result yet at k = {', '.join(missing)}"
     if k0 is None:
         return INCONCLUSIVE, measured
     band = [(k, e) for k, e in errs if k0 / NEAR_FACTOR <= k <= k0 * NEAR_FACTOR]
@@ -205,6 +208,8 @@ def noise_evidence(levels: dict[float, Sequence[Cell]]) -> tuple[str, str]:
     hi, lo = prominence(levels[top]), prominence(levels[0.0])
     if hi is None or lo is None:
         return NOT_MEASURED, "too few widths"
+    if any(not c.results for c in (*levels[top], *levels[0.0])):
+        return INCONCLUSIVE, "some widths have no result yet"
     h = math.hypot(hi.half_width, lo.half_width)
     d = Interval(hi.estimate - lo.estimate, hi.estimate - lo.estimate - h, hi.estimate - lo.estimate + h)
     measured = (f"prominence {_pct_iv(hi)} at noise {top:g} vs {_pct_iv(lo)} at 0; difference {_pct_iv(d)}")
