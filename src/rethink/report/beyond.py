@@ -381,11 +381,11 @@ def section_memorization(sweep: SweepData) -> Section:
         se = np.nanmedian(np.array(r["stderr"], dtype=float))
         rows.append([f"{100 * p:g}%", str(r["runs"]), f"{r['n']:,}", f"{100 * r['in_subset_train_acc']:.1f}%",
                      f"{100 * r['out_subset_train_acc']:.1f}%", f"{np.nanmean(scores):.3f}", f"{se:.3f}",
-                     auc_evidence(r)[1] if p > 0 else "-", str(r["high_influence_pairs"])])
+                     auc_evidence(r)[1] if p > 0 else "-"])
     section.add(FigureSpec("memorization_scores", "Memorization scores of clean examples and of examples "
                            "whose labels were changed, per noise level.", figures.score_histograms(panels)))
     section.add(Table(["noise", "models", "examples", "accuracy in subset", "out of subset", "mean score",
-                       "median s.e.", "ranking of changed labels", "pairs with influence >= 0.15"], rows))
+                       "median s.e.", "ranking of changed labels"], rows))
     clean = levels.get(0.0) or next(iter(levels.values()))
     section.add(FigureSpec("memorization_grid", "The most and least memorized training images of each class "
                            "(by the label trained on), lowest noise level.", _grid_figure(clean)))
@@ -393,7 +393,8 @@ def section_memorization(sweep: SweepData) -> Section:
              for q in clean["influence_pairs"]]
     section.add(Table(["training example", "test example", "influence (95%)"], pairs,
                       caption="The highest-influence pairs (indices into the run's training split and "
-                              "test set)."))
+                              f"test set), the largest of {clean['n'] * clean['test']:,} estimates: chosen "
+                              "for their size, so biased upward; candidates to check, not findings."))
     removal = sweep.cells_of("memorization-removal")
     if removal:
         section.add(Table(["removed", "n removed", "seeds", "test accuracy (95%)"],

@@ -11,7 +11,7 @@ and for a test example j the influence of training example i,
     infl(i, j) = P(correct on j | i in the subset) - P(correct on j | i not in it).
 
 Each is a difference of two empirical proportions over the models; its standard error is that of
-a difference of independent proportions, sqrt(p1 (1 - p1) / m1 + p0 (1 - p0) / m0). An example
+a difference of independent proportions, in Agresti and Caffo's form (`_difference`). An example
 that no model (or every model) trained on has no estimate (NaN).
 
 Combined with the randomization tests: under partial label corruption, the examples whose labels
@@ -38,15 +38,22 @@ def subset_masks(m: int, n: int, fraction: float = 0.7, seed: int = 0) -> Tensor
     return masks
 
 
-def _difference(inside: Tensor, p_in: Tensor, p_out: Tensor) -> tuple[Tensor, Tensor]:
-    """p_in - p_out and its standard error, with m_in and m_out the models with and without each
-    training example (`inside`: (m, n) bool; p_in, p_out: (n, ...) proportions)."""
+def _difference(inside: Tensor, hits_in: Tensor, hits_out: Tensor) -> tuple[Tensor, Tensor]:
+    """P(correct | in) - P(correct | out) and its standard error, from the models with and without
+    each training example (`inside`: (m, n) bool) and their correct counts (n, ...) among them.
+
+    The standard error is Agresti and Caffo's (2000): each proportion's with one success and one
+    failure added. The plain (Wald) one is 0 whenever both proportions are 0 or 1, which here is
+    common (a memorized example is right in every model that saw it and wrong in every other),
+    and would claim certainty from a few dozen models."""
     m_in = inside.double().sum(0)
+    shape = (-1,) + (1,) * (hits_in.dim() - 1)
+    m_in = m_in.reshape(shape)
     m_out = len(inside) - m_in
-    shape = (-1,) + (1,) * (p_in.dim() - 1)
-    m_in, m_out = m_in.reshape(shape), m_out.reshape(shape)
-    stderr = torch.sqrt(p_in * (1 - p_in) / m_in + p_out * (1 - p_out) / m_out)
-    return p_in - p_out, stderr  # NaN where m_in or m_out is 0
+    estimate = hits_in / m_in - hits_out / m_out  # NaN where m_in or m_out is 0
+    q_in, q_out = (hits_in + 1) / (m_in + 2), (hits_out + 1) / (m_out + 2)
+    stderr = torch.sqrt(q_in * (1 - q_in) / (m_in + 2) + q_out * (1 - q_out) / (m_out + 2))
+    return estimate, torch.where(estimate.isnan(), estimate, stderr)
 
 
 def memorization(in_subset: Tensor, correct_train: Tensor) -> tuple[Tensor, Tensor]:
@@ -57,9 +64,7 @@ def memorization(in_subset: Tensor, correct_train: Tensor) -> tuple[Tensor, Tens
     if in_subset.shape != correct_train.shape:
         raise ValueError(f"shapes differ: {tuple(in_subset.shape)} and {tuple(correct_train.shape)}")
     inside, right = in_subset.double(), correct_train.double()
-    p_in = (inside * right).sum(0) / inside.sum(0)
-    p_out = ((1 - inside) * right).sum(0) / (1 - inside).sum(0)
-    return _difference(in_subset, p_in, p_out)
+    return _difference(in_subset, (inside * right).sum(0), ((1 - inside) * right).sum(0))
 
 
 def influence(in_subset: Tensor, correct_test: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,9 +74,7 @@ def influence(in_subset: Tensor, correct_test: Tensor) -> tuple[Tensor, Tensor]:
     if in_subset.shape[0] != correct_test.shape[0]:
         raise ValueError(f"{in_subset.shape[0]} subsets but {correct_test.shape[0]} models evaluated")
     inside, right = in_subset.double(), correct_test.double()
-    p_in = (inside.T @ right) / inside.sum(0)[:, None]  # (n, t)
-    p_out = ((1 - inside).T @ right) / (1 - inside).sum(0)[:, None]
-    return _difference(in_subset, p_in, p_out)
+    return _difference(in_subset, inside.T @ right, (1 - inside).T @ right)
 
 
 def ranking_auc(scores: Tensor, positive: Tensor) -> float:
