@@ -114,17 +114,22 @@ def _assert_same_run(plain_rows, plain_state, stacked_rows, stacked_state, *, we
         assert float((buf - other).abs().max()) <= weights * max(float(buf.abs().max()), 1e-3)
 
 
-@pytest.mark.parametrize("model", ["mlp1x512", "mlp3x512", "alexnet", "inception", "inception-nobn"])
-def test_stacked_runs_match_plain_runs_for_every_paper_model(model, tmp_path, float64):
-    small = model.startswith("inception")  # ~10x the MLP's step in float64: fewer images, one epoch
-    raw = _raw(32, 16) if small else _raw()
-    configs = _configs(model, max_epochs=1) if small else _configs(model)
+def _assert_stack_matches_plain_runs(configs: list[RunConfig], tmp_path, raw) -> None:
+    """The configs share a stack; trained stacked and one by one, each run stores the same run."""
     assert len({stack_key(c) for c in configs}) == 1
     _stacked(configs, tmp_path / "stacked", raw)
     for config in configs:
         rows, state = _plain(config, tmp_path / "plain", raw)
         stacked_state = load_checkpoint(tmp_path / "stacked" / config.run_id / "checkpoint.pt", config.run_id)
         _assert_same_run(rows, state, _rows(tmp_path / "stacked", config.run_id), stacked_state)
+
+
+@pytest.mark.parametrize("model", ["mlp1x512", "mlp3x512", "alexnet", "inception", "inception-nobn"])
+def test_stacked_runs_match_plain_runs_for_every_paper_model(model, tmp_path, float64):
+    small = model.startswith("inception")  # ~10x the MLP's step in float64: fewer images, one epoch
+    raw = _raw(32, 16) if small else _raw()
+    configs = _configs(model, max_epochs=1) if small else _configs(model)
+    _assert_stack_matches_plain_runs(configs, tmp_path, raw)
 
 
 def test_a_run_that_fits_leaves_the_stack_and_the_others_go_on(tmp_path, float64):
@@ -200,12 +205,7 @@ def test_subset_runs_of_the_memorization_study_stack_like_plain_runs(model, widt
     configs = [RunConfig(**BASE, model=model, width=width, corruption="partial", p=0.2,
                          label_noise="incorrect-only", train_fraction=0.7, init_seed=k, data_seed=k)
                for k in range(3)]
-    assert len({stack_key(c) for c in configs}) == 1
-    _stacked(configs, tmp_path / "stacked", raw)
-    for config in configs:
-        rows, state = _plain(config, tmp_path / "plain", raw)
-        stacked_state = load_checkpoint(tmp_path / "stacked" / config.run_id / "checkpoint.pt", config.run_id)
-        _assert_same_run(rows, state, _rows(tmp_path / "stacked", config.run_id), stacked_state)
+    _assert_stack_matches_plain_runs(configs, tmp_path, raw)
 
 
 def test_runs_with_dropout_or_other_shapes_do_not_share_a_stack():
