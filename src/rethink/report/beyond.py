@@ -102,8 +102,8 @@ def rff_findings(sweep: SweepData) -> list[Finding]:
     for row in rff_rows(sweep):
         ours, claim, verdict = theory.double_descent_verdict(row)
         out.append(Finding(f"Random features peak at N = n and descend beyond ({_rff_label(row)})", ours,
-                           claim, _verdict_word(verdict), quote=Q_RFF, rule=theory.RULES[-1], source=BELKIN,
-                           evidence="double-descent-rff"))
+                           claim, _verdict_word(verdict), quote=Q_RFF, rule=theory.DOUBLE_DESCENT_RULE,
+                           source=BELKIN, evidence="double-descent-rff"))
     return out
 
 
@@ -133,11 +133,9 @@ def section_rff(sweep: SweepData) -> Section:
                 FigureSpec("double_descent_rff_norm", "The norm of the minimum-norm solution against N/n.",
                            figures.double_descent(norms, xlabel="features per training example N/n",
                                                   threshold=1.0, threshold_label="N = n",
-                                                  ylabel="solution norm", log_y=True,
+                                                  ylabel="solution norm", log_y=True, bars=False,
                                                   title="Random features: norm of the solution")))
-    table = [[_rff_label(r), *theory.double_descent_verdict(r)[0:1], theory.double_descent_verdict(r)[2]]
-             for r in rows]
-    return section.add(Table(["setting", "ours", "verdict"], table), *rff_findings(sweep))
+    return section.add(*rff_findings(sweep))
 
 
 # ---------------------------------------------------------------- trained widths

@@ -270,9 +270,10 @@ class WidthPoint(NamedTuple):
 
 def double_descent(lines: dict[str, list[WidthPoint]], *, xlabel: str, threshold: float | None = None,
                    threshold_label: str = "", ylabel: str = "test error (%)", title: str = "",
-                   log_y: bool = False, dashed: Sequence[str] = ()) -> Figure:
-    """Error (or norm) against model size on a log axis, with 95% error bars and the interpolation
-    threshold marked as a vertical line; series named in `dashed` are drawn dashed (train error)."""
+                   log_y: bool = False, dashed: Sequence[str] = (), bars: bool = True) -> Figure:
+    """Error (or norm) against model size on a log axis, with 95% error bars (`bars`: the points
+    have intervals) and the interpolation threshold marked as a vertical line; series named in
+    `dashed` are drawn dashed (train error)."""
     fig = _figure()
     ax = fig.add_subplot()
     if threshold is not None:
@@ -288,7 +289,7 @@ def double_descent(lines: dict[str, list[WidthPoint]], *, xlabel: str, threshold
         ax.set_yscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3, which="both")
-    _legend(fig, ax, title="error bars: 95% interval")
+    _legend(fig, ax, title="error bars: 95% interval" if bars else None)
     return fig
 
 

@@ -23,6 +23,14 @@ EXACT = 1e-6  # Theorem 1: max |c(x_i) - y_i| that counts as an exact fit in flo
 SGD_DISTANCE = 1e-2  # Section 5: |W - W*| / |W*| from w = 0 that counts as "the minimum-norm solution"
 THRESHOLD_BAND = (0.8, 1.25)  # N/n around the interpolation threshold N = n where the peak must lie
 
+DOUBLE_DESCENT_RULE = (
+    "Double descent with random features (Belkin et al. 2019: test error peaks at the interpolation "
+    f"threshold N = n and decreases beyond it): agrees when the sweep's largest test error lies at an N/n "
+    f"in [{THRESHOLD_BAND[0]:g}, {THRESHOLD_BAND[1]:g}] and its 95% Wilson interval (of the test-set size) "
+    "lies above the interval of the error at the sweep's largest N/n; differs when the largest error "
+    "lies outside that band with its interval above every in-band point's; inconclusive otherwise (no "
+    "point in the band or beyond it, or overlapping intervals)."
+)
 RULES = (
     "Section 5 test errors (1.2% MNIST pixels, 0.6% MNIST Gabor, 46% CIFAR-10 pixels, 17% random-conv "
     "features, 15% with an l2 penalty): agrees when our test error's 95% Wilson interval (of the test-set "
@@ -40,12 +48,7 @@ RULES = (
     "differs otherwise. Linear models are controls the paper says nothing about: no verdict.",
     f"SGD from w = 0 finds the minimum-norm solution (an argument, no number): agrees when it ends within "
     f"a relative distance of {SGD_DISTANCE:g} of it.",
-    "Double descent with random features (Belkin et al. 2019: test error peaks at the interpolation "
-    f"threshold N = n and decreases beyond it): agrees when the sweep's largest test error lies at an N/n "
-    f"in [{THRESHOLD_BAND[0]:g}, {THRESHOLD_BAND[1]:g}] and its 95% Wilson interval (of the test-set size) "
-    "lies above the interval of the error at the sweep's largest N/n; differs when the largest error "
-    "lies outside that band with its interval above every in-band point's; inconclusive otherwise (no "
-    "point in the band or beyond it, or overlapping intervals).",
+    DOUBLE_DESCENT_RULE,
 )
 
 
