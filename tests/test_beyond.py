@@ -187,12 +187,18 @@ def _curve(errors: dict[int, float], fits_at: int, p: float = 0.2) -> list[Cell]
 def test_the_width_peak_verdict_holds_fails_and_is_inconclusive():
     peak_at_fit = _curve({1: 0.60, 2: 0.65, 4: 0.75, 8: 0.62, 16: 0.55}, fits_at=4)
     assert beyond.peak_evidence(peak_at_fit)[0] == HOLDS
-    far_peak = _curve({1: 0.80, 2: 0.60, 4: 0.55, 8: 0.58, 16: 0.50, 32: 0.45}, fits_at=16)
-    assert beyond.peak_evidence(far_peak)[0] == FAILS
+    # Nakkiran et al.'s Figure 1 shape: the underfit smallest widths err most, yet the error rises
+    # again to a peak at the interpolation width and falls beyond it
+    second_peak = _curve({1: 0.80, 2: 0.60, 4: 0.55, 8: 0.65, 16: 0.50, 32: 0.45}, fits_at=8)
+    assert beyond.peak_evidence(second_peak)[0] == HOLDS
+    plain_descent = _curve({1: 0.80, 2: 0.70, 4: 0.60, 8: 0.50, 16: 0.40, 32: 0.30}, fits_at=8)
+    assert beyond.peak_evidence(plain_descent)[0] == FAILS
     never_fits = _curve({1: 0.60, 2: 0.65, 4: 0.75, 8: 0.62}, fits_at=99)
     assert beyond.peak_evidence(never_fits)[0] == INCONCLUSIVE
     no_descent = _curve({1: 0.60, 2: 0.65, 4: 0.70, 8: 0.70}, fits_at=4)
     assert beyond.peak_evidence(no_descent)[0] == INCONCLUSIVE
+    within_noise = _curve({1: 0.80, 2: 0.70, 4: 0.60, 8: 0.605, 16: 0.40}, fits_at=8)
+    assert beyond.peak_evidence(within_noise)[0] == INCONCLUSIVE
     assert beyond.peak_evidence(no_descent[:2])[0] == NOT_MEASURED
     untrained = Cell("double-descent-width", "cnn5", "partial", 0.2, "none", 32,
                      (Outcome("r32", 0, "not run", 10, n_test=10_000),))

@@ -51,17 +51,18 @@ Q_REMOVAL = ("Feldman & Zhang 2020, Figure 3: removing the examples with the hig
              "scores lowers test accuracy more than removing as many random examples")
 
 RULES = (
-    f"Trained widths, peak: the peak is the width with the largest mean test error, the interpolation "
-    f"width the smallest width whose final training accuracy reaches the fit threshold; holds when the "
-    f"peak lies within a factor {NEAR_FACTOR:g} of the interpolation width and its 95% Wilson interval lies "
-    f"above the interval at the largest width (a second descent); does not hold when the peak is "
-    f"outside that factor with its interval above every in-band width's; inconclusive otherwise (no "
-    f"width interpolated, no significant descent, or overlapping intervals). Judged at each noise "
-    f"level above 0.",
-    "Trained widths, noise: the prominence is the peak's test error minus the error at the largest "
-    "width (95% interval: the two Wilson half-widths in quadrature); holds when the prominence at the "
-    "largest noise exceeds that at noise 0 with the interval of the difference above 0; does not hold "
-    "when it is below 0; inconclusive otherwise.",
+    f"Trained widths, peak: the interpolation width is the smallest width whose final training accuracy "
+    f"reaches the fit threshold; near it (within a factor {NEAR_FACTOR:g}, with a smaller and a larger "
+    "width beside it) a width's rise and fall is its test error minus the larger of the lowest error at a "
+    "smaller width and the error at the largest width (the Wilson half-widths in quadrature). Holds "
+    "when the largest rise and fall has its 95% interval above 0 (the error rose to a peak near the "
+    "threshold and fell beyond it; the smallest widths, which underfit, may err more); does not hold "
+    "when at every width near the threshold the error lies below every smaller width's (intervals "
+    "apart: no peak, a plain descent); inconclusive otherwise (no width fits, a width without a "
+    "result, or overlapping intervals). Judged at each noise level above 0.",
+    "Trained widths, noise: holds when the rise and fall at the largest noise exceeds that at noise 0 "
+    "with the 95% interval of the difference above 0; does not hold when it lies below 0; "
+    "inconclusive otherwise.",
     f"Memorization ranking: the AUC of the changed-label mask ranked by memorization score (ties "
     f"1/2), with Hanley and McNeil's 95% interval; holds when the interval lies above {AUC_WELL_ABOVE:g} "
     f"('well above 0.5'), does not hold when it lies below, inconclusive otherwise.",
@@ -164,53 +165,74 @@ def interpolation_width(cells: Sequence[Cell]) -> int | None:
     return None
 
 
+def _widths_with_errors(cells: Sequence[Cell]) -> list[tuple[int, Interval]]:
+    return [(c.width, e) for c in cells if c.width is not None and (e := _error(c)) is not None]
+
+
+def _band(k0: int, errs: list[tuple[int, Interval]]) -> list[int]:
+    """The widths near the interpolation width that have a smaller and a larger width beside them."""
+    widths = [k for k, _ in errs]
+    return [k for k in widths[1:-1] if k0 / NEAR_FACTOR <= k <= k0 * NEAR_FACTOR]
+
+
+def bump(errs: list[tuple[int, Interval]], k0: int) -> tuple[int, Interval] | None:
+    """The largest rise and fall of the test error near the interpolation width k0: at width k, its
+    error minus the larger of (the lowest error at a smaller width, the error at the largest width),
+    with the two Wilson half-widths in quadrature. None when no width qualifies (`_band`)."""
+    by_width, last = dict(errs), errs[-1][1]
+    best = None
+    for k in _band(k0, errs):
+        dip = min((e for j, e in errs if j < k), key=lambda e: e.estimate)
+        ref = max(dip, last, key=lambda e: e.estimate)
+        d = by_width[k].estimate - ref.estimate
+        h = math.hypot(by_width[k].half_width, ref.half_width)
+        if best is None or d > best[1].estimate:
+            best = (k, Interval(d, d - h, d + h))
+    return best
+
+
 def peak_evidence(cells: Sequence[Cell]) -> tuple[str, str]:
-    """(verdict, measured) of 'the peak lies near the interpolation width' for one noise level."""
-    errs = [(c.width, _error(c)) for c in cells]
-    errs = [(k, e) for k, e in errs if e is not None and k is not None]
+    """(verdict, measured) of 'the test error peaks near the interpolation width' for one noise level."""
+    errs = _widths_with_errors(cells)
     if len(errs) < 3:
         return NOT_MEASURED, "fewer than 3 widths with a result"
     k0 = interpolation_width(cells)
-    (k_peak, peak), (k_last, last) = max(errs, key=lambda ke: ke[1].estimate), errs[-1]
-    measured = (f"peak {_pct_iv(peak)} at k = {k_peak}; "
-                f"{100 * last.estimate:.1f}% at k = {k_last}; interpolation width "
-                + (f"k = {k0}" if k0 else "none (no width fits)"))
+    curve = ", ".join(f"k = {k}: {100 * e.estimate:.1f}%" for k, e in errs)
+    measured = f"test error {curve}; interpolation width " + (f"k = {k0}" if k0 else "none (no width fits)")
     missing = [str(c.width) for c in cells if not c.results]
     if missing:  # a width still to train could hold the peak
         return INCONCLUSIVE, measured + f"; no result yet at k = {', '.join(missing)}"
-    if k0 is None:
-        return INCONCLUSIVE, measured
-    band = [(k, e) for k, e in errs if k0 / NEAR_FACTOR <= k <= k0 * NEAR_FACTOR]
-    if k0 / NEAR_FACTOR <= k_peak <= k0 * NEAR_FACTOR:
-        return (HOLDS if peak.lo > last.hi else INCONCLUSIVE), measured
-    if band and all(peak.lo > e.hi for _, e in band):
-        return FAILS, measured
-    return INCONCLUSIVE, measured
+    found = bump(errs, k0) if k0 else None
+    if found is None:
+        return INCONCLUSIVE, measured + "; no width near the interpolation width between two others"
+    k, rise = found
+    measured += f"; largest rise and fall near it: {_pct_iv(rise)} at k = {k}"
+    if rise.lo > 0:
+        return HOLDS, measured
+    by_width = dict(errs)
+    falling = all(by_width[b].hi < min(e.lo for j, e in errs if j < b) for b in _band(k0, errs))
+    return (FAILS if falling else INCONCLUSIVE), measured
 
 
 def prominence(cells: Sequence[Cell]) -> Interval | None:
-    """Peak test error minus the error at the largest width, with the Wilson half-widths in quadrature."""
-    errs = [e for e in (_error(c) for c in cells) if e is not None]
-    if len(errs) < 2:
-        return None
-    peak, last = max(errs, key=lambda e: e.estimate), errs[-1]
-    h = math.hypot(peak.half_width, last.half_width)
-    d = peak.estimate - last.estimate
-    return Interval(d, d - h, d + h)
+    """The peak's `bump` at one noise level (its rise and fall around the interpolation width)."""
+    errs, k0 = _widths_with_errors(cells), interpolation_width(cells)
+    found = bump(errs, k0) if k0 and len(errs) >= 3 else None
+    return None if found is None else found[1]
 
 
 def noise_evidence(levels: dict[float, Sequence[Cell]]) -> tuple[str, str]:
     if len(levels) < 2 or 0.0 not in levels:
         return NOT_MEASURED, "needs noise 0 and a higher level"
     top = max(levels)
-    hi, lo = prominence(levels[top]), prominence(levels[0.0])
-    if hi is None or lo is None:
-        return NOT_MEASURED, "too few widths"
     if any(not c.results for c in (*levels[top], *levels[0.0])):
         return INCONCLUSIVE, "some widths have no result yet"
+    hi, lo = prominence(levels[top]), prominence(levels[0.0])
+    if hi is None or lo is None:
+        return INCONCLUSIVE, "a level has no width near its interpolation width between two others"
     h = math.hypot(hi.half_width, lo.half_width)
     d = Interval(hi.estimate - lo.estimate, hi.estimate - lo.estimate - h, hi.estimate - lo.estimate + h)
-    measured = (f"prominence {_pct_iv(hi)} at noise {top:g} vs {_pct_iv(lo)} at 0; difference {_pct_iv(d)}")
+    measured = f"rise and fall {_pct_iv(hi)} at noise {top:g} vs {_pct_iv(lo)} at 0; difference {_pct_iv(d)}"
     return (HOLDS if d.lo > 0 else FAILS if d.hi < 0 else INCONCLUSIVE), measured
 
 
