@@ -214,7 +214,7 @@ def test_the_noise_verdict_holds_and_fails():
 
 
 def _scores(auc: float, n_pos: int, n_neg: int) -> dict:
-    from rethink.experiments.beyond import auc_interval
+    from rethink.theory.memorization import auc_interval
 
     return {"auc": auc, "auc_interval": list(auc_interval(auc, n_pos, n_neg)),
             "changed": [1] * n_pos + [0] * n_neg, "n": n_pos + n_neg, "runs": 64}

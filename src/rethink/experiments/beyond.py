@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -85,12 +84,10 @@ def random_features(preset: Preset, out_dir: Path, data_dir: str | Path | None, 
 # ---------------------------------------------------------------- memorization
 
 
-def _finished_runs(store: Store, points: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The runs rows of the points, or None while one of them has no result."""
+def _all_finished(store: Store, points: list[dict[str, Any]]) -> bool:
+    """Whether every point's run has a result (a model to evaluate)."""
     rows = [store.get_run(p["run_id"]) for p in points]
-    if any(r is None or r["status"] not in ("fitted", "not-fitted") for r in rows):
-        return None
-    return rows  # type: ignore[return-value]
+    return all(r is not None and r["status"] in ("fitted", "not-fitted") for r in rows)
 
 
 @torch.no_grad()
@@ -126,17 +123,6 @@ def influence_summary(in_subset: torch.Tensor, right_test: torch.Tensor, chunk: 
                          "influence": float(flat[i]), "stderr": float(infl_se.flatten()[i])})
         best = sorted(best, key=lambda q: -q["influence"])[:TOP_PAIRS]
     return best
-
-
-def auc_interval(auc: float, n_pos: int, n_neg: int) -> tuple[float, float]:
-    """The 95% interval of an AUC by Hanley and McNeil's (1982) standard error."""
-    if not (n_pos and n_neg) or math.isnan(auc):
-        return (math.nan, math.nan)
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    a2 = auc * auc
-    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - a2) + (n_neg - 1) * (q2 - a2)) / (n_pos * n_neg)
-    se = math.sqrt(max(var, 0.0))
-    return (max(0.0, auc - 1.96 * se), min(1.0, auc + 1.96 * se))
 
 
 def _grid(scores: torch.Tensor, labels: torch.Tensor, images: torch.Tensor, classes: tuple[str, ...]
@@ -185,7 +171,7 @@ def scores_of(out_dir: Path, configs: list[RunConfig], raw: Any, log: Callable[[
         "in_subset_train_acc": float(right_train[in_subset].double().mean()),
         "out_subset_train_acc": float(right_train[~in_subset].double().mean()),
         "test_acc": float(right_test.double().mean()),
-        "auc": auc, "auc_interval": list(auc_interval(auc, int(changed.sum()), int((~changed).sum()))),
+        "auc": auc, "auc_interval": list(fz.auc_interval(auc, int(changed.sum()), int((~changed).sum()))),
         "influence_pairs": pairs,
         "grid": _grid(mem, full.train_y.cpu(), raw.train_images[full.subset], full.classes),
     }
@@ -209,12 +195,12 @@ def memorization_scores(preset: Preset, sweep_id: str, out_dir: Path, data_dir: 
             if p in recorded and recorded[p]["config"] == key:
                 out[p] = recorded[p]["result"]
                 continue
-            if _finished_runs(store, group) is None:
+            if not _all_finished(store, group):
                 log(f"memorization at noise {p:g}: not every subset run has a result; scores left for "
                     "a rerun")
                 continue
-            configs = [RunConfig.from_dict(json.loads(json.dumps(g["config"]))) for g in
-                       sorted(group, key=lambda g: g["labels"]["seed"])]
+            ordered = sorted(group, key=lambda g: g["labels"]["seed"])
+            configs = [RunConfig.from_dict(g["config"]) for g in ordered]
             raw = load_dataset(configs[0].dataset, data_dir, cache_dir=cache_dir)
             out[p] = scores_of(out_dir, configs, raw, log, resolve_device(device))
             store.record_theory(MEMORIZATION, key, out[p], software_versions())

@@ -21,6 +21,8 @@ were changed can only be fitted by memorizing them, so they should carry the hig
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -88,3 +90,14 @@ def ranking_auc(scores: Tensor, positive: Tensor) -> float:
     greater = (pos[:, None] > neg[None, :]).double().sum()
     ties = (pos[:, None] == neg[None, :]).double().sum()
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int) -> tuple[float, float]:
+    """The 95% interval of an AUC by Hanley and McNeil's (1982) standard error."""
+    if not (n_pos and n_neg) or math.isnan(auc):
+        return (math.nan, math.nan)
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    a2 = auc * auc
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - a2) + (n_neg - 1) * (q2 - a2)) / (n_pos * n_neg)
+    se = math.sqrt(max(var, 0.0))
+    return (max(0.0, auc - 1.96 * se), min(1.0, auc + 1.96 * se))
