@@ -71,3 +71,12 @@ def test_subsets_are_seeded_and_sized():
     assert not torch.equal(a, mz.subset_masks(5, 20, 0.7, seed=2))
     with pytest.raises(ValueError, match="fraction"):
         mz.subset_masks(5, 20, 1.0)
+
+
+def test_auc_interval_is_hanley_and_mcneils():
+    # A = 0.5, 10 and 10: Q1 = Q2 = 1/3, var = (1/4 + 9/12 + 9/12) / 100
+    lo, hi = mz.auc_interval(0.5, 10, 10)
+    half = 1.96 * math.sqrt(1.75 / 100)
+    assert (lo, hi) == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
+    assert mz.auc_interval(0.99, 5, 5)[1] == 1.0  # clipped to [0, 1]
+    assert all(math.isnan(v) for v in mz.auc_interval(0.7, 0, 10))
