@@ -182,8 +182,7 @@ class SweepData:
 
     @property
     def experiments(self) -> list[str]:
-        present = {p["experiment"] for p in self.points}
-        return [e for e in EXPERIMENT_ORDER if e in present] + sorted(present - set(EXPERIMENT_ORDER))
+        return sorted({p["experiment"] for p in self.points}, key=experiment_rank)
 
     def cell(self, experiment: str, model: str, corruption: str = "true", p: float | None = None,
              regularizer: str = "none", width: int | None = None) -> Cell | None:
@@ -217,6 +216,11 @@ class SweepData:
 
     def curve(self, run_id: str) -> list[dict[str, Any]]:
         return self.curves.get(run_id, [])
+
+
+def experiment_rank(name: str) -> tuple[int, str]:
+    """An experiment's place in the report (unknown ones last, alphabetically)."""
+    return _rank(EXPERIMENT_ORDER, name)
 
 
 def _rank(order: tuple[str, ...], name: str) -> tuple[int, str]:

@@ -12,7 +12,7 @@ from typing import Any
 from rethink.fmt import duration
 from rethink.report import analysis, beyond, figures, findings, tables, theory
 from rethink.report import paper_numbers as paper
-from rethink.report.collect import NOT_RUN, SweepData, theory_created, versions_of
+from rethink.report.collect import NOT_RUN, SweepData, experiment_rank, theory_created, versions_of
 from rethink.report.document import (
     VERDICTS,
     Bullets,
@@ -374,6 +374,7 @@ SECTIONS = {
     "table4": section_table4,
     "regularizers": section_regularizers,
     "table2": section_table2,
+    "double-descent-rff": beyond.section_rff,
     **beyond.SECTIONS,
 }
 
@@ -440,9 +441,10 @@ def theory_section(sweep: SweepData) -> Section:
 def build_document(sweep: SweepData) -> Document:
     found = findings.findings(sweep) + beyond.findings(sweep)
     sections = [summary_section(found), header(sweep)]
-    sections += [SECTIONS[e](sweep) for e in sweep.experiments if e in SECTIONS]
-    if beyond.rff_rows(sweep):
-        sections.append(beyond.section_rff(sweep))
+    # random features train nothing: their section stands where the experiment would, when the store
+    # holds a random-feature sweep
+    shown = [*sweep.experiments, *(["double-descent-rff"] if beyond.rff_rows(sweep) else [])]
+    sections += [SECTIONS[e](sweep) for e in sorted(shown, key=experiment_rank) if e in SECTIONS]
     if any(r["kind"] not in beyond.OWN_SECTION_KINDS for r in sweep.theory):
         sections.append(theory_section(sweep))
     sections.append(findings_section(found))
