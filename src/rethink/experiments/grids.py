@@ -498,7 +498,8 @@ PRESETS: dict[str, Preset] = {
             Exclusion("regularizers", "inception-nobn", _SLOW_INCEPTION),
             Exclusion("table1", "inception-nobn", _SLOW_NOBN, corruption="random-labels"),
         ),
-        # Beyond the paper, about 1.5 h on the Xeon class with two 1-thread Ray workers. Random
+        # Beyond the paper, about an hour on the Xeon class with two 1-thread Ray workers (1.68 h of
+        # summed run time, docs/results/beyond). Random
         # features on 1,000 images (a min-norm solve per N/n: minutes). The 5-layer CNN on 1,000
         # CIFAR-10 images (1,000 test) at 8 widths up to 24 (theirs: 1-64 on 50,000), 200 epochs of
         # Adam 1e-4 (theirs: 4,000), without augmentation (their Figure 9 shows double descent
