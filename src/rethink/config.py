@@ -234,7 +234,10 @@ class RunConfig:
         if any(not isinstance(i, int) or i < 0 for i in self.exclude):
             raise ConfigError(f"exclude {self.exclude} must list non-negative indices", "fix --exclude")
         if self.width is not None and info.default_width is None:
-            raise ConfigError(f"model {self.model!r} has no width", "drop --width, or use cnn5 or resnet18k")
+            from rethink.models.registry import width_families
+
+            raise ConfigError(f"model {self.model!r} has no width",
+                              f"drop --width, or use one of: {', '.join(width_families())}")
         if self.width is not None and (not isinstance(self.width, int) or self.width < 1):
             raise ConfigError(f"width={self.width} must be a positive integer", "fix --width")
         if self.dropout > 0 and not info.supports_dropout:

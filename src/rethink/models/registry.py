@@ -119,6 +119,11 @@ def list_models(pattern: str | None = None) -> list[ModelInfo]:
     return infos
 
 
+def width_families() -> list[str]:
+    """The registered models scaled by a width k (`--width`)."""
+    return [info.name for info in _REGISTRY.values() if info.default_width is not None]
+
+
 def create_model(
     name: str,
     *,
@@ -155,9 +160,8 @@ def create_model(
         )
     if width is not None:
         if info.default_width is None:
-            families = ", ".join(i.name for i in _REGISTRY.values() if i.default_width is not None)
             raise ConfigError(f"model {name!r} has no width option (width={width})",
-                              f"drop the width, or use one of: {families}")
+                              f"drop the width, or use one of: {', '.join(width_families())}")
         if not (isinstance(width, int) and width >= 1):
             raise ConfigError(f"width must be a positive int, got {width!r}", "e.g. width=8")
         kwargs["width"] = width
