@@ -40,7 +40,6 @@ from rethink.train.evaluation import evaluate_rows
 from rethink.train.loop import build_model
 from rethink.train.run_folder import RunFolder
 
-MEMORIZATION = "memorization"  # the theory table's kind of a noise level's scores
 GRID_PER_CLASS = 5  # most and least memorized images shown per class
 TOP_PAIRS = 10  # the highest-influence (train, test) pairs kept
 
@@ -184,7 +183,7 @@ def memorization_scores(preset: Preset, sweep_id: str, out_dir: Path, data_dir: 
     whose scores are not recorded yet; returns every noise level's recorded result."""
     with Store(out_dir) as store:
         points = [p for p in store.sweep_points(sweep_id) if p["experiment"] == "memorization"]
-        recorded = {row["config"].get("p"): row for row in store.theory(MEMORIZATION)
+        recorded = {row["config"].get("p"): row for row in store.theory(fz.KIND)
                     if row["config"].get("sweep_id") == sweep_id}
         levels: dict[float, list[dict[str, Any]]] = {}
         for p in points:
@@ -203,7 +202,7 @@ def memorization_scores(preset: Preset, sweep_id: str, out_dir: Path, data_dir: 
             configs = [RunConfig.from_dict(g["config"]) for g in ordered]
             raw = load_dataset(configs[0].dataset, data_dir, cache_dir=cache_dir)
             out[p] = scores_of(out_dir, configs, raw, log, resolve_device(device))
-            store.record_theory(MEMORIZATION, key, out[p], software_versions())
+            store.record_theory(fz.KIND, key, out[p], software_versions())
             if not math.isnan(out[p]["auc"]):
                 log(f"memorization at noise {p:g}: AUC of the changed labels by score {out[p]['auc']:.3f}")
     return out

@@ -31,12 +31,13 @@ from rethink.report.document import (
     Table,
 )
 from rethink.report.stats import Interval, difference_interval, wilson
+from rethink.theory import double_descent as rff_estimator
+from rethink.theory import memorization as memorization_estimator
 
 BELKIN, NAKKIRAN, FELDMAN = "Belkin et al. 2019", "Nakkiran et al. 2020", "Feldman & Zhang 2020"
 SOURCES = (BELKIN, NAKKIRAN, FELDMAN)
 NEAR_FACTOR = 2.0  # "near the interpolation width": within this factor of it
 AUC_WELL_ABOVE = 0.75  # "well above 0.5"
-MEMORIZATION_KIND = "memorization"
 
 Q_RFF = ("Random Fourier features on MNIST subsets (Belkin et al. 2019, Figure 2): the test error and "
          "the norm of the minimum-norm solution peak at the interpolation threshold N = n and decrease "
@@ -89,7 +90,7 @@ def _pct_iv(iv: Interval | None) -> str:
 
 def rff_rows(sweep: SweepData) -> list[dict[str, Any]]:
     """The recorded random-feature sweeps, oldest first (`collect.latest_theory` kept one per setting)."""
-    return sorted((r for r in sweep.theory if r["kind"] == "double-descent"), key=theory_created)
+    return sorted((r for r in sweep.theory if r["kind"] == rff_estimator.KIND), key=theory_created)
 
 
 def _rff_label(row: dict[str, Any]) -> str:
@@ -313,7 +314,8 @@ def section_width(sweep: SweepData) -> Section:
 def memorization_rows(sweep: SweepData) -> dict[float, dict[str, Any]]:
     """Noise level -> its recorded scores, for this sweep."""
     sid = sweep.sweep.get("sweep_id")
-    rows = [r for r in sweep.theory if r["kind"] == MEMORIZATION_KIND and r["config"].get("sweep_id") == sid]
+    rows = [r for r in sweep.theory
+            if r["kind"] == memorization_estimator.KIND and r["config"].get("sweep_id") == sid]
     return {float(r["config"]["p"]): r["result"] for r in sorted(rows, key=theory_created)}
 
 
@@ -440,4 +442,5 @@ SECTIONS = {
     "double-descent-width": section_width,
     "memorization": section_memorization,
 }
-OWN_SECTION_KINDS = ("double-descent", MEMORIZATION_KIND)  # theory kinds not listed in the theory table
+# theory kinds with a section here, so not listed in the theory table
+OWN_SECTION_KINDS = (rff_estimator.KIND, memorization_estimator.KIND)

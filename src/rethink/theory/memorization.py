@@ -28,6 +28,8 @@ from torch import Tensor
 
 from rethink.data.rundata import fraction_rows
 
+KIND = "memorization"  # a noise level's scores in the theory table (recorded after a sweep)
+
 
 def subset_masks(m: int, n: int, fraction: float = 0.7, seed: int = 0) -> Tensor:
     """(m, n) bool: model k trains on the examples where row k is True, exactly round(fraction n)
