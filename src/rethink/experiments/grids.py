@@ -502,7 +502,7 @@ PRESETS: dict[str, Preset] = {
         # times in docs/results/beyond). Random features on 1,000 images (a min-norm solve per N/n:
         # seconds). The 5-layer CNN on 1,000 CIFAR-10 images (1,000 test) at 8 widths up to 24
         # (theirs: 1-64 on 50,000), 200 epochs of Adam 1e-4 (theirs: 4,000), without augmentation
-        # (their Figure 9 shows double descent without it too), at 0%, 10% and 20% label noise: ~45
+        # (they find double descent without it too), at 0%, 10% and 20% label noise: ~45
         # min of run time per level (k = 24 alone ~16); k = 8 fits 94% of 20%-noisy labels in 150
         # epochs. Memorization with
         # MLP 1x512 (the fastest model that fits: 1,750 images in ~10 epochs, 2 s) on 2,500 images,
