@@ -256,3 +256,16 @@ def test_influence_is_summarized_a_chunk_at_a_time_exactly():
     top = torch.topk(whole.flatten(), TOP_PAIRS).values
     assert [q["influence"] for q in pairs] == pytest.approx(top.tolist())
     assert all(whole[q["train"], q["test"]] == pytest.approx(q["influence"]) for q in pairs)
+
+
+def test_equal_training_size_keys_give_equal_training_sets():
+    from rethink.data.rundata import training_size_key
+
+    configs = [RunConfig(train_fraction=f, exclude=e, data_seed=s)
+               for f in (1.0, 0.7) for e in ((), (1, 2, 3), tuple(range(10)), tuple(range(50, 60)))
+               for s in range(4)]
+    sizes: dict[tuple, set[int]] = {}
+    for c in configs:
+        rows = training_rows(c, 100)
+        sizes.setdefault(training_size_key(c), set()).add(100 if rows is None else len(rows))
+    assert all(len(s) == 1 for s in sizes.values())

@@ -213,6 +213,10 @@ def test_runs_with_dropout_or_other_shapes_do_not_share_a_stack():
     assert stack_key(a.replace(dropout=0.5)) is None
     assert stack_key(a.replace(optimizer="adam")) is None  # the stack's update is momentum SGD
     assert stack_key(a) != stack_key(a.replace(train_fraction=0.7)) != stack_key(a.replace(exclude=(1,)))
+    assert stack_key(a.replace(exclude=(1,))) == stack_key(a.replace(exclude=(2,)))  # one fewer either way
+    # a fraction and exclusions: how many excluded examples the draw keeps depends on the data seed
+    both = a.replace(train_fraction=0.7, exclude=tuple(range(10)))
+    assert stack_key(both) != stack_key(both.replace(data_seed=1))
     assert stack_key(a) != stack_key(a.replace(batch_size=32)) != stack_key(a.replace(model="mlp1x512"))
     assert stack_key(a) == stack_key(a.replace(corruption="gaussian", weight_decay=1e-3, init_seed=4))
 

@@ -124,6 +124,15 @@ def fraction_rows(n: int, fraction: float, seed: int, key: int = 0) -> torch.Ten
     return order[: round(fraction * n)].sort().values
 
 
+def training_size_key(config: RunConfig) -> tuple:
+    """Equal keys give equal numbers of `training_rows` from the same split: the fraction fixes the
+    count, excluded examples lower it by as many, except with both, where how many excluded
+    examples fall in the drawn fraction depends on the draw (the data seed)."""
+    if config.train_fraction < 1 and config.exclude:
+        return (config.train_fraction, config.exclude, config.data_seed)
+    return (config.train_fraction, len(config.exclude))
+
+
 def training_rows(config: RunConfig, n: int) -> torch.Tensor | None:
     """The rows of an n-example training split that the run trains on (`train_fraction` of them,
     drawn with the data seed, less `exclude`); None when it trains on all of them."""

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rethink.config import RunConfig, lr_at
+from rethink.data.rundata import training_size_key
 from rethink.faults import failpoint
 from rethink.seeds import seeded_generator
 from rethink.train.evaluation import autocast_for
@@ -65,8 +66,7 @@ def stack_key(config: RunConfig) -> tuple | None:
     if config.dropout > 0 or config.optimizer != "sgd":  # the stack's update is momentum SGD
         return None
     return (config.model, config.width, config.dataset, config.train_size, config.test_size,
-            config.input_size, config.batch_size, config.precision, config.train_fraction,
-            len(config.exclude))
+            config.input_size, config.batch_size, config.precision, training_size_key(config))
 
 
 class Member(Protocol):
