@@ -120,11 +120,9 @@ class LocalExecutor:
             except RethinkError as exc:  # a user-fixable problem (a damaged checkpoint): stop and say so
                 if exc.stops_sweep:
                     raise
-                for job in group:
-                    progress.fail(job, str(exc), "")  # e.g. out of memory: these runs only
+                _fail_group(progress, group, str(exc), "")  # e.g. out of memory: these runs only
             except Exception as exc:  # a broken run must not take the sweep down; it is stored
-                for job in group:
-                    progress.fail(job, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
+                _fail_group(progress, group, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
             else:
                 for job, result in zip(group, results, strict=True):
                     progress.done(job, result)
@@ -141,6 +139,12 @@ class LocalExecutor:
         return run_stack([job.config for job in group], out_dir=options.out_dir, data_dir=options.data_dir,
                          cache_dir=options.cache_dir, device=options.device, tensorboard=options.tensorboard,
                          log=lambda line: progress.log(f"{prefix} {line}"))
+
+
+def _fail_group(progress: Progress, group: list[Job], message: str, detail: str) -> None:
+    """Every run of a group failed together (one process or task trained them)."""
+    for job in group:
+        progress.fail(job, message, detail)
 
 
 def plan_stacks(jobs: list[Job], stack: str | int, device: Any) -> list[list[Job]]:
@@ -335,13 +339,11 @@ class RayExecutor:
             payload = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # the task raised on every try
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-            for job in group:
-                progress.fail(job, f"{type(cause).__name__}: {cause}", f"{tries}\n{exc}")
+            _fail_group(progress, group, f"{type(cause).__name__}: {cause}", f"{tries}\n{exc}")
             return None
         except ray.exceptions.RayError as exc:  # its worker or node died on every try
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            for job in group:
-                progress.fail(job, f"{type(exc).__name__}: {first}", f"{tries}\n{exc}")
+            _fail_group(progress, group, f"{type(exc).__name__}: {first}", f"{tries}\n{exc}")
             return None
         if "user_error" in payload:
             cls, message, hint = payload["user_error"]
@@ -350,17 +352,16 @@ class RayExecutor:
             error = cls(message.replace(workdir, here), hint.replace(workdir, here))
             if error.stops_sweep:
                 return error
-            for job in group:
-                progress.fail(job, str(error), "")  # e.g. out of memory: these runs only, the sweep goes on
+            _fail_group(progress, group, str(error), "")  # e.g. out of memory: these runs only
             return None
-        for job, run in zip(group, payload["runs"], strict=True):
-            # files first, then the database: a kill in between leaves a checkpoint the rerun resumes
-            RunFolder.of(options.out_dir, job.run_id).put_files(run["files"])
-            for rel, data in run["tensorboard"].items():
-                atomic_write(options.out_dir / "tensorboard" / job.run_id / rel, data)
-            with Store(options.out_dir) as store:
+        with Store(options.out_dir) as store:
+            for job, run in zip(group, payload["runs"], strict=True):
+                # files first, then the database: a kill in between leaves a checkpoint the rerun resumes
+                RunFolder.of(options.out_dir, job.run_id).put_files(run["files"])
+                for rel, data in run["tensorboard"].items():
+                    atomic_write(options.out_dir / "tensorboard" / job.run_id / rel, data)
                 store.import_run(run["row"], run["epochs"])
-            progress.done(job, run["result"])
+                progress.done(job, run["result"])
         return None
 
 
