@@ -14,6 +14,7 @@ from typing import Any
 from rethink.report import paper_numbers as paper
 from rethink.report.document import fmt_interval, fmt_num
 from rethink.report.stats import Interval, mean_interval, wilson
+from rethink.theory import double_descent as rff_estimator
 
 AGREES, DIFFERS, INCONCLUSIVE, NO_NUMBER = "agrees", "differs", "inconclusive", "no number in the paper"
 
@@ -177,7 +178,7 @@ def judge(row: dict[str, Any]) -> tuple[str, str, str]:
         return "-", "follow-up literature", NO_NUMBER
     if kind == "stability":
         return "-", "\"not uniformly stable\"", NO_NUMBER
-    if kind == "double-descent":
+    if kind == rff_estimator.KIND:
         return double_descent_verdict(row)
     return "-", "-", NO_NUMBER
 
